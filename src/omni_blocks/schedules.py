@@ -7,10 +7,22 @@ A schedule gives `alpha(t)`, the probability that a token is still clean at time
 - ELBO weight of the continuous-time bound (MDLM, eq. 10):
   `w(t) = -alpha'(t) / (1 - alpha(t))`, so that
   `L = E_t [ w(t) * sum_i 1[x_t^i = MASK] * -log p(x_0^i | x_t) ]`.
+
+Every schedule is a small frozen dataclass with the same four methods (the
+[`NoiseSchedule`][omni_blocks.schedules.NoiseSchedule] protocol), so swapping one is a one-line
+change of configuration. Each method accepts a float tensor of any shape and checks that its
+values lie in `[0, 1]`. `elbo_weight(0)` is `inf` for every schedule with `alpha(0) = 1`
+(nothing is masked at `t = 0`); time samplers keep `t >= eps` for that reason.
+
+A [`TimeSampler`][omni_blocks.schedules.TimeSampler] draws one time per row of a batch:
+[`UniformTimeSampler`][omni_blocks.schedules.UniformTimeSampler] (LLaDA / Dream) or the
+stratified [`AntitheticTimeSampler`][omni_blocks.schedules.AntitheticTimeSampler] (MDLM), both
+with an `eps` floor.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -18,19 +30,46 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["LinearSchedule", "NoiseSchedule", "check_times"]
+from omni_blocks.typing import Times
+
+__all__ = [
+    "AntitheticTimeSampler",
+    "CosineSchedule",
+    "GeometricSchedule",
+    "LinearSchedule",
+    "LogLinearSchedule",
+    "MaskGITPowerSchedule",
+    "NoiseSchedule",
+    "PolynomialSchedule",
+    "TimeLike",
+    "TimeSampler",
+    "UniformTimeSampler",
+    "check_times",
+]
 
 TimeLike = Float[Tensor, "*shape"]
+"""Diffusion times of any shape (the annotation every schedule method uses).
+
+Custom schedules should annotate their methods with this very alias: LightningCLI
+(jsonargparse) checks that a `class_path` implements the protocol by comparing annotations.
+"""
 
 
 def check_times(t: Tensor) -> None:
     """Raise a clear `ValueError` unless `t` is a float tensor with values in `[0, 1]`."""
     if not t.dtype.is_floating_point:
         raise ValueError(f"diffusion times must be a float tensor, got dtype {t.dtype}")
-    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any())):
+    if t.numel() and (bool((t < 0).any()) or bool((t > 1).any()) or bool(t.isnan().any())):
         raise ValueError(
             f"diffusion times must lie in [0, 1]; got min {float(t.min())}, max {float(t.max())}"
         )
+
+
+def _check_param(name: str, value: float, low: float, high: float, *, open_low: bool) -> None:
+    ok = (value > low if open_low else value >= low) and value <= high
+    if not ok or math.isnan(value):
+        bracket = "(" if open_low else "["
+        raise ValueError(f"{name} must lie in {bracket}{low}, {high}]; got {value}")
 
 
 @runtime_checkable
@@ -54,11 +93,15 @@ class NoiseSchedule(Protocol):
         ...
 
 
+# ---------------------------------------------------------------------------------- schedules
+
+
 @dataclass(frozen=True)
 class LinearSchedule:
     """`alpha(t) = 1 - t`: the mask probability equals the time (MDLM / LLaDA / Dream).
 
     The ELBO weight is `1 / t`, which is the `1/t` factor of LLaDA's and Dream's loss.
+    MaskGIT calls it the "linear" schedule.
     """
 
     def alpha(self, t: TimeLike) -> TimeLike:
@@ -74,3 +117,335 @@ class LinearSchedule:
 
     def elbo_weight(self, t: TimeLike) -> TimeLike:
         return -self.alpha_derivative(t) / self.mask_prob(t)
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """`alpha(t) = 1 - sin(pi t / 2)`: MaskGIT's cosine schedule (MD4's "cosine").
+
+    MaskGIT masks a fraction `gamma(r) = cos(pi r / 2)` of the tokens at progress `r`
+    (`r = 0`: all masked). With diffusion time `t = 1 - r` that is
+    `mask_prob(t) = cos(pi (1 - t) / 2) = sin(pi t / 2)`. Compared with the linear schedule it
+    masks more tokens early, so sampling unmasks few tokens in its first steps.
+
+    - `alpha'(t) = -(pi / 2) cos(pi t / 2)`;
+    - ELBO weight `w(t) = (pi / 2) / tan(pi t / 2)` (about `1 / t` near 0, 0 at `t = 1`).
+    """
+
+    def alpha(self, t: TimeLike) -> TimeLike:
+        return 1.0 - self.mask_prob(t)
+
+    def alpha_derivative(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return -(math.pi / 2) * torch.cos(t * (math.pi / 2))
+
+    def mask_prob(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return torch.sin(t * (math.pi / 2))
+
+    def elbo_weight(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        # cos(pi/2) is 6e-17, not 0: write the exact zero of the weight at t = 1.
+        weight = (math.pi / 2) / torch.tan(t * (math.pi / 2))
+        return torch.where(t == 1, torch.zeros_like(t), weight)
+
+
+@dataclass(frozen=True)
+class PolynomialSchedule:
+    """`alpha(t) = 1 - t^w` with `w = exponent > 0` (MD4's polynomial schedule).
+
+    `w = 1` is the linear schedule; `w > 1` keeps tokens clean longer (few masks at small
+    `t`), `w < 1` masks quickly.
+
+    - `alpha'(t) = -w t^(w - 1)`;
+    - ELBO weight `w(t) = w / t`.
+
+    Args:
+        exponent: the power `w` (> 0).
+    """
+
+    exponent: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_param("exponent", self.exponent, 0.0, math.inf, open_low=True)
+
+    def alpha(self, t: TimeLike) -> TimeLike:
+        return 1.0 - self.mask_prob(t)
+
+    def alpha_derivative(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return -self.exponent * t ** (self.exponent - 1.0)
+
+    def mask_prob(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return t**self.exponent
+
+    def elbo_weight(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return self.exponent / t
+
+
+@dataclass(frozen=True)
+class MaskGITPowerSchedule:
+    """`alpha(t) = (1 - t)^k`: MaskGIT's "square" (`k = 2`), "cubic" (3) and "sqrt" (0.5).
+
+    MaskGIT masks `gamma(r) = 1 - r^k` of the tokens at progress `r`; with `t = 1 - r`,
+    `mask_prob(t) = 1 - (1 - t)^k`. Unlike
+    [`PolynomialSchedule`][omni_blocks.schedules.PolynomialSchedule] (which bends the other
+    way), `k > 1` masks many tokens early.
+
+    - `alpha'(t) = -k (1 - t)^(k - 1)` (infinite at `t = 1` when `k < 1`);
+    - ELBO weight `w(t) = k (1 - t)^(k - 1) / (1 - (1 - t)^k)`.
+
+    Args:
+        exponent: the power `k` (> 0).
+    """
+
+    exponent: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_param("exponent", self.exponent, 0.0, math.inf, open_low=True)
+
+    def alpha(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return (1.0 - t) ** self.exponent
+
+    def alpha_derivative(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return -self.exponent * (1.0 - t) ** (self.exponent - 1.0)
+
+    def mask_prob(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        # 1 - (1 - t)^k without cancellation for small t
+        return -torch.expm1(self.exponent * torch.log1p(-t))
+
+    def elbo_weight(self, t: TimeLike) -> TimeLike:
+        return -self.alpha_derivative(t) / self.mask_prob(t)
+
+
+@dataclass(frozen=True)
+class LogLinearSchedule:
+    """MDLM's log-linear schedule: total noise `sigma(t) = -log(1 - (1 - eps) t)`.
+
+    With `alpha(t) = exp(-sigma(t))` this is `alpha(t) = 1 - (1 - eps) t`: linear, but the
+    last token stays clean with probability `eps` at `t = 1` (so `sigma(1)` is finite).
+    Mirrors `LogLinearNoise` of MDLM's `noise_schedule.py`.
+
+    - `alpha'(t) = -(1 - eps)`;
+    - ELBO weight `w(t) = 1 / t` (MDLM's `dsigma / expm1(sigma)`).
+
+    Args:
+        eps: probability that a token is still clean at `t = 1` (in `[0, 1)`; MDLM: 1e-3).
+    """
+
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_param("eps", self.eps, 0.0, 1.0, open_low=False)
+        if self.eps == 1.0:
+            raise ValueError("eps must be < 1 (with eps = 1 no token is ever masked)")
+
+    def sigma(self, t: TimeLike) -> TimeLike:
+        """Total noise `sigma(t) = -log(1 - (1 - eps) t)`, so that `alpha = exp(-sigma)`."""
+        check_times(t)
+        return -torch.log1p(-(1.0 - self.eps) * t)
+
+    def alpha(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return 1.0 - (1.0 - self.eps) * t
+
+    def alpha_derivative(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return torch.full_like(t, -(1.0 - self.eps))
+
+    def mask_prob(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return (1.0 - self.eps) * t
+
+    def elbo_weight(self, t: TimeLike) -> TimeLike:
+        check_times(t)
+        return 1.0 / t
+
+
+@dataclass(frozen=True)
+class GeometricSchedule:
+    """Geometric total noise `sigma(t) = sigma_min^(1 - t) * sigma_max^t` (SEDD / MDLM).
+
+    `alpha(t) = exp(-sigma(t))`, so `alpha(0) = exp(-sigma_min)` (just below 1) and
+    `alpha(1) = exp(-sigma_max)` (about 2e-9 for the default 20). Mirrors `GeometricNoise` of
+    MDLM's `noise_schedule.py`; MDLM's class defaults (`sigma_min=1e-3, sigma_max=1`) stop at
+    `alpha(1) = 0.37`, which suits uniform-state diffusion but not the absorbing state, so the
+    defaults here are SEDD's absorbing-state ones (`1e-4`, `20`).
+
+    - `sigma'(t) = sigma(t) * log(sigma_max / sigma_min)`, `alpha'(t) = -sigma'(t) alpha(t)`;
+    - ELBO weight `w(t) = sigma'(t) / (exp(sigma(t)) - 1)`.
+
+    Args:
+        sigma_min: total noise at `t = 0` (> 0).
+        sigma_max: total noise at `t = 1` (> sigma_min).
+    """
+
+    sigma_min: float = 1e-4
+    sigma_max: float = 20.0
+
+    def __post_init__(self) -> None:
+        _check_param("sigma_min", self.sigma_min, 0.0, math.inf, open_low=True)
+        if not self.sigma_max > self.sigma_min or math.isinf(self.sigma_max):
+            raise ValueError(
+                f"sigma_max must be finite and > sigma_min = {self.sigma_min}; got {self.sigma_max}"
+            )
+
+    def sigma(self, t: TimeLike) -> TimeLike:
+        """Total noise `sigma(t)`, so that `alpha = exp(-sigma)`."""
+        check_times(t)
+        log_min, log_max = math.log(self.sigma_min), math.log(self.sigma_max)
+        return torch.exp(log_min + t * (log_max - log_min))
+
+    def _sigma_rate(self, t: TimeLike) -> TimeLike:
+        return self.sigma(t) * math.log(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: TimeLike) -> TimeLike:
+        return torch.exp(-self.sigma(t))
+
+    def alpha_derivative(self, t: TimeLike) -> TimeLike:
+        return -self._sigma_rate(t) * self.alpha(t)
+
+    def mask_prob(self, t: TimeLike) -> TimeLike:
+        return -torch.expm1(-self.sigma(t))
+
+    def elbo_weight(self, t: TimeLike) -> TimeLike:
+        return self._sigma_rate(t) / torch.expm1(self.sigma(t))
+
+
+# ---------------------------------------------------------------------------------- time samplers
+
+
+@runtime_checkable
+class TimeSampler(Protocol):
+    """The interface every sampler of training times implements.
+
+    The method is named `sample` rather than `__call__` on purpose: jsonargparse (LightningCLI)
+    reads a protocol whose `__call__` returns a tensor class as a *factory* of tensors and then
+    refuses a `class_path` to an implementation. The built-in samplers are also callable
+    (`sampler(n)` is `sampler.sample(n)`).
+    """
+
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Times:
+        """Draw `batch_size` diffusion times in `[0, 1]` (one per row), float32 on `device`."""
+        ...
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int; got {batch_size!r}")
+
+
+def _rand(n: int, generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
+    """`n` uniform draws in `[0, 1)` from `generator`, moved to `device`.
+
+    Drawing on the generator's own device keeps "same generator -> same times" true whatever
+    `device` is asked for.
+    """
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(n, generator=generator, device=draw_device).to(device)
+
+
+@dataclass(frozen=True)
+class UniformTimeSampler:
+    """`t = eps + (1 - eps) u` with `u ~ U[0, 1)` i.i.d. per row (LLaDA / Dream / MDLM).
+
+    LLaDA and Dream write the same thing as `p_mask = (1 - eps) t + eps` with a linear schedule;
+    Omni-Diffusion's data pipeline uses `eps = 1e-3` too.
+
+    Args:
+        eps: the floor of `t` (in `[0, 1)`): keeps `elbo_weight(t)` finite.
+    """
+
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_param("eps", self.eps, 0.0, 1.0, open_low=False)
+        if self.eps == 1.0:
+            raise ValueError("eps must be < 1")
+
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Times:
+        """Draw `batch_size` times in `[eps, 1)`, float32 on `device`."""
+        _check_batch_size(batch_size)
+        u = _rand(batch_size, generator, device)
+        return self.eps + (1.0 - self.eps) * u
+
+    def __call__(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Times:
+        """Same as `sample`."""
+        return self.sample(batch_size, generator=generator, device=device)
+
+
+@dataclass(frozen=True)
+class AntitheticTimeSampler:
+    """MDLM's low-discrepancy ("antithetic") sampler: one time per stratum of `[0, 1)`.
+
+    Row `i` of `n` draws `u_i = (i + v_i) / n` with `v_i ~ U[0, 1)`, so the batch covers
+    `[0, 1)` evenly (one draw in each `[i/n, (i+1)/n)`), then `t_i = eps + (1 - eps) u_i`.
+    Each `t_i` is still uniform on `[eps, 1)` when the row order is random, so the loss
+    stays unbiased; its variance across batches drops. Mirrors `_sample_t` of MDLM's
+    `diffusion.py` with `antithetic_sampling=True` (MDLM writes `(v / n + i / n) % 1`).
+
+    Args:
+        eps: the floor of `t` (in `[0, 1)`).
+        shuffle: permute the strata over the rows (MDLM does not: row `i` gets stratum `i`).
+            Shuffle when the order of rows in a batch carries meaning (length-bucketed or
+            task-sorted batches), so that `t` is not correlated with it.
+    """
+
+    eps: float = 1e-3
+    shuffle: bool = False
+
+    def __post_init__(self) -> None:
+        _check_param("eps", self.eps, 0.0, 1.0, open_low=False)
+        if self.eps == 1.0:
+            raise ValueError("eps must be < 1")
+
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Times:
+        """Draw `batch_size` times in `[eps, 1)`, float32 on `device`."""
+        _check_batch_size(batch_size)
+        v = _rand(batch_size, generator, device)
+        strata = torch.arange(batch_size, device=v.device, dtype=v.dtype)
+        if self.shuffle:
+            draw_device = generator.device if generator is not None else v.device
+            order = torch.randperm(batch_size, generator=generator, device=draw_device)
+            strata = strata[order.to(v.device)]
+        u = ((strata + v) / batch_size).clamp(max=1.0 - 1e-7)
+        return self.eps + (1.0 - self.eps) * u
+
+    def __call__(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> Times:
+        """Same as `sample`."""
+        return self.sample(batch_size, generator=generator, device=device)
