@@ -4,20 +4,47 @@ A strategy receives clean ids, the region that may be masked (prompt tokens neve
 per-row diffusion times and a `torch.Generator`, and returns the corrupted ids plus the mask
 of corrupted positions. The schedule decides *how many* tokens are masked at time `t`; the
 strategy decides *which*.
+
+Strategies (each a small frozen dataclass implementing
+[`MaskStrategy`][omni_blocks.masking.MaskStrategy]):
+
+- [`UniformMasking`][omni_blocks.masking.UniformMasking]: each maskable token i.i.d. with
+  `mask_prob(t)` (MDLM, LLaDA SFT, Dream);
+- [`FullSequenceMasking`][omni_blocks.masking.FullSequenceMasking]: every token, prompt
+  included (LLaDA / MDLM pre-training);
+- [`AttenuatedTailPadMasking`][omni_blocks.masking.AttenuatedTailPadMasking]: like uniform,
+  pad tokens with `ratio * mask_prob(t)` (Omni-Diffusion);
+- [`SpanMasking`][omni_blocks.masking.SpanMasking]: contiguous spans with the same expected
+  ratio (inpainting-style training).
+
+Every random draw goes through the `generator` argument (drawn on the generator's device), so
+the same seeded generator gives the same mask.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
-from omni_blocks.schedules import NoiseSchedule
+from omni_blocks.schedules import NoiseSchedule, check_times
 from omni_blocks.typing import SeqFloat, SeqMask, Times, TokenIds
 from omni_blocks.vocab import VocabLayout
 
-__all__ = ["Corruption", "MaskStrategy"]
+__all__ = [
+    "AttenuatedTailPadMasking",
+    "Corruption",
+    "FullSequenceMasking",
+    "MaskStrategy",
+    "SpanMasking",
+    "UniformMasking",
+    "apply_mask",
+    "check_corruption_inputs",
+]
 
 
 @dataclass
@@ -52,3 +79,275 @@ class MaskStrategy(Protocol):
     ) -> Corruption:
         """Corrupt `ids` at times `t`; only positions where `maskable` is True may change."""
         ...
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def check_corruption_inputs(ids: Tensor, maskable: Tensor, t: Tensor) -> None:
+    """Raise a clear error unless `ids`, `maskable` and `t` fit together.
+
+    Raises:
+        TypeError: `ids` is not an integer tensor, or `maskable` is not a bool tensor.
+        ValueError: `ids` is not 2-D (batch, seq), `maskable` has another shape than `ids`,
+            `t` is not one time per row, or a time lies outside `[0, 1]`.
+    """
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+        raise TypeError(f"ids must be an integer tensor of token ids, got dtype {ids.dtype}")
+    if ids.dim() != 2:
+        raise ValueError(f"ids must have shape (batch, seq); got shape {tuple(ids.shape)}")
+    if maskable.dtype != torch.bool:
+        raise TypeError(
+            "maskable must be a bool tensor (True where a token may be masked), got dtype "
+            f"{maskable.dtype}; convert with `maskable.bool()` or `labels != -100`"
+        )
+    if maskable.shape != ids.shape:
+        raise ValueError(
+            f"maskable has shape {tuple(maskable.shape)} but ids have shape {tuple(ids.shape)}"
+        )
+    if t.shape != (ids.shape[0],):
+        raise ValueError(
+            f"t must hold one time per row, shape ({ids.shape[0]},); got shape {tuple(t.shape)}"
+        )
+    check_times(t)
+
+
+def apply_mask(ids: TokenIds, mask: SeqMask, mask_id: int) -> TokenIds:
+    """`x_t`: `ids` with `mask_id` written where `mask` is True."""
+    return torch.where(mask, torch.full_like(ids, mask_id), ids)
+
+
+def _uniform(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """Uniform draws in `[0, 1)`, drawn on the generator's device and moved to `device`."""
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=draw_device).to(device)
+
+
+def _row_mask_prob(schedule: NoiseSchedule, t: Times, ids: TokenIds) -> Float[Tensor, " batch"]:
+    p = schedule.mask_prob(t.to(device=ids.device, dtype=torch.float32))
+    if bool(((p < 0) | (p > 1) | p.isnan()).any()):
+        raise ValueError(
+            f"{type(schedule).__name__}.mask_prob returned values outside [0, 1]: {p.tolist()}"
+        )
+    return p
+
+
+def _bernoulli(probs: SeqFloat, generator: torch.Generator | None) -> SeqMask:
+    """True with probability `probs` at each position (`probs = 1` always, `0` never)."""
+    return _uniform(tuple(probs.shape), generator, probs.device) < probs
+
+
+# ---------------------------------------------------------------------------------- strategies
+
+
+@dataclass(frozen=True)
+class UniformMasking:
+    """Mask each maskable token independently with probability `schedule.mask_prob(t)`.
+
+    `x_t^i = MASK` with probability `1 - alpha(t_b)` for every position `i` of row `b` where
+    `maskable` is True; prompt tokens (`maskable` False) are never touched. This is the
+    forward process of MDLM and of LLaDA's / Dream's supervised fine-tuning (response tokens
+    only). The number of masked tokens is binomial, not fixed: MaskGIT instead masks exactly
+    `ceil(gamma * n)`; with the long sequences here the two agree to a few tokens.
+    """
+
+    def __call__(
+        self,
+        ids: TokenIds,
+        maskable: SeqMask,
+        t: Times,
+        *,
+        schedule: NoiseSchedule,
+        layout: VocabLayout,
+        generator: torch.Generator | None = None,
+    ) -> Corruption:
+        check_corruption_inputs(ids, maskable, t)
+        p = _row_mask_prob(schedule, t, ids)
+        mask = _bernoulli(p[:, None].expand(ids.shape), generator) & maskable
+        return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
+
+
+@dataclass(frozen=True)
+class FullSequenceMasking:
+    """Mask every token of the sequence with probability `schedule.mask_prob(t)`.
+
+    Unconditional pre-training (LLaDA's pre-training, MDLM): the whole sequence is modelled, so
+    the `maskable` region is **ignored** (it is still checked for shape and dtype). This is the
+    one strategy that widens the region; use [`UniformMasking`][omni_blocks.masking.UniformMasking]
+    when a prompt must stay clean.
+    """
+
+    def __call__(
+        self,
+        ids: TokenIds,
+        maskable: SeqMask,
+        t: Times,
+        *,
+        schedule: NoiseSchedule,
+        layout: VocabLayout,
+        generator: torch.Generator | None = None,
+    ) -> Corruption:
+        check_corruption_inputs(ids, maskable, t)
+        p = _row_mask_prob(schedule, t, ids)
+        mask = _bernoulli(p[:, None].expand(ids.shape), generator)
+        return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
+
+
+@dataclass(frozen=True)
+class AttenuatedTailPadMasking:
+    """Omni-Diffusion's masking: pad tokens are masked with an attenuated probability.
+
+    Omni-Diffusion trains on variable-length responses followed by pad tokens (Dream's
+    `<|endoftext|>`, which is both pad and eos: `layout.pad_id`). Were pads masked as often as
+    content, the many easy pad targets would dominate the loss and the model would learn to
+    emit pads. So, for a row with time `t` and a maskable position `i`:
+
+        P(x_t^i = MASK) = r * mask_prob(t)   if x_0^i == pad_id
+                        =     mask_prob(t)   otherwise
+
+    with `r = pad_mask_ratio` (paper: 0.6). Positions outside `maskable` are never masked.
+    A masked pad position is scored with weight `pad_loss_weight` (paper: 1, i.e. no
+    reweighting; `Corruption.loss_weight` is `None` then).
+
+    What upstream does (`preprocess` and `forward_process` in
+    `omni_diffusion/data/dataset_qwen2.py` of VITA-MLLM/Omni-Diffusion):
+
+    - each response gets `n ~ U{1, ..., 16}` `<|endoftext|>` (151643) tokens appended, labelled
+      as targets (`update_labels_and_inputs(..., max_n=16)`); appending them is the
+      collator's job here, not this strategy's;
+    - every target position draws its *own* time `t_i ~ U[0, 1)`,
+      `p_i = (1 - eps) t_i + eps` with `eps = 1e-3`, and is masked when `u_i <= p_i`;
+      a target equal to 151643 is masked when `u_i <= 0.6 p_i`
+      (`special_mask_ratio=0.6, special_token_id=eos_id`; the first public commit passed the
+      mask id there, which made the attenuation a no-op);
+    - the loss is the plain mean cross-entropy over masked targets (Hugging Face's loss with
+      `labels = -100` on unmasked positions): no `1/t` weight, pads weighted like content.
+
+    Where omni_blocks differs, and why: upstream draws one time *per token*, so every token
+    is masked with the same marginal probability `E[p_i] = 0.5005` (pads: 0.3003) and the
+    model never trains on almost-clean or almost-fully-masked rows, which the sampler's first
+    and last steps visit. Here the time is drawn *per row* (by a
+    [`TimeSampler`][omni_blocks.schedules.TimeSampler]) as in MDLM, LLaDA and Dream, which
+    keeps the ELBO weight meaningful; the attenuation rule itself (ratio 0.6 on every maskable
+    pad-id token, wherever it sits) is upstream's. Note that scaling the mask probability by a
+    constant leaves the ELBO weight `-d/dt log(mask_prob)` unchanged, so pad tokens need no
+    weight of their own under the ELBO normalisation.
+
+    Args:
+        pad_mask_ratio: `r` in `[0, 1]`: 1 masks pads like any token (uniform masking),
+            0 never masks them.
+        pad_loss_weight: loss weight (>= 0) of a masked pad position; other masked positions
+            have weight 1.
+    """
+
+    pad_mask_ratio: float = 0.6
+    pad_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pad_mask_ratio <= 1.0:
+            raise ValueError(f"pad_mask_ratio must lie in [0, 1]; got {self.pad_mask_ratio}")
+        if not (self.pad_loss_weight >= 0.0 and math.isfinite(self.pad_loss_weight)):
+            raise ValueError(f"pad_loss_weight must be finite and >= 0; got {self.pad_loss_weight}")
+
+    def mask_probs(
+        self, ids: TokenIds, maskable: SeqMask, t: Times, *, schedule: NoiseSchedule, pad_id: int
+    ) -> SeqFloat:
+        """The probability that each position is masked (0 outside `maskable`)."""
+        check_corruption_inputs(ids, maskable, t)
+        p = _row_mask_prob(schedule, t, ids)[:, None].expand(ids.shape)
+        probs = torch.where(ids == pad_id, self.pad_mask_ratio * p, p)
+        return torch.where(maskable, probs, torch.zeros_like(probs))
+
+    def __call__(
+        self,
+        ids: TokenIds,
+        maskable: SeqMask,
+        t: Times,
+        *,
+        schedule: NoiseSchedule,
+        layout: VocabLayout,
+        generator: torch.Generator | None = None,
+    ) -> Corruption:
+        probs = self.mask_probs(ids, maskable, t, schedule=schedule, pad_id=layout.pad_id)
+        mask = _bernoulli(probs, generator) & maskable
+        weight = None
+        if self.pad_loss_weight != 1.0:
+            is_pad = ids == layout.pad_id
+            weight = torch.where(
+                is_pad,
+                torch.full(ids.shape, self.pad_loss_weight, device=ids.device),
+                torch.ones(ids.shape, device=ids.device),
+            )
+        return Corruption(apply_mask(ids, mask, layout.mask_id), mask, weight)
+
+
+@dataclass(frozen=True)
+class SpanMasking:
+    """Mask contiguous spans of the maskable region, `mask_prob(t)` of it on average.
+
+    For inpainting-style training: the model learns to fill gaps between known tokens (a
+    missing stretch of speech, a band of image tokens), which is what zero-shot inpainting asks
+    at sampling time. Along each row, masked and clean runs alternate as a two-state Markov
+    chain started in its stationary law:
+
+    - a masked run ends after each token with probability `1 / m` (mean length
+      `m = mean_span_length`);
+    - a clean run ends with probability `q = p / (m (1 - p))`, `p = mask_prob(t)`;
+
+    so every position is masked with probability exactly `p` (the stationary probability
+    `q / (q + 1/m)`). When `p > m / (m + 1)` the clean runs are already one token long
+    (`q = 1`) and masked runs grow instead (mean `p / (1 - p)`). The chain runs over all
+    positions and is then restricted to `maskable`, so spans never cover prompt tokens and a
+    span cut by a prompt token continues on its other side.
+
+    Image tokens are laid out row by row, so spans are horizontal bands of an image.
+
+    Args:
+        mean_span_length: mean length `m >= 1` of a masked span (1 gives i.i.d. masking).
+    """
+
+    mean_span_length: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not (self.mean_span_length >= 1.0 and math.isfinite(self.mean_span_length)):
+            raise ValueError(
+                f"mean_span_length must be finite and >= 1; got {self.mean_span_length}"
+            )
+
+    def __call__(
+        self,
+        ids: TokenIds,
+        maskable: SeqMask,
+        t: Times,
+        *,
+        schedule: NoiseSchedule,
+        layout: VocabLayout,
+        generator: torch.Generator | None = None,
+    ) -> Corruption:
+        check_corruption_inputs(ids, maskable, t)
+        p = _row_mask_prob(schedule, t, ids).double()
+        batch, seq = ids.shape
+        m = self.mean_span_length
+        # End probabilities of clean (q) and masked (r) runs; see the class docstring.
+        q = (p / (m * (1.0 - p))).clamp(max=1.0)
+        r = torch.where(p < m / (m + 1.0), torch.full_like(p, 1.0 / m), (1.0 - p) / p)
+        q, r = q.clamp(min=1e-12, max=1.0), r.clamp(min=1e-12, max=1.0)
+
+        first_masked = _uniform((batch,), generator, ids.device).double() < p
+        # seq alternating runs always cover the row (each run is >= 1 token long).
+        run_masked = first_masked[:, None] ^ (torch.arange(seq, device=ids.device) % 2 == 1)
+        end_prob = torch.where(run_masked, r[:, None], q[:, None])
+        u = 1.0 - _uniform((batch, seq), generator, ids.device).double()  # in (0, 1]
+        # Geometric run lengths on {1, 2, ...} by inversion: 1 + floor(log u / log(1 - prob)).
+        lengths = 1.0 + torch.floor(torch.log(u) / torch.log1p(-end_prob).clamp(max=-1e-300))
+        lengths = lengths.clamp(min=1.0, max=float(seq)).long()
+        ends = torch.cumsum(lengths, dim=1)
+        positions = torch.arange(seq, device=ids.device).expand(batch, seq).contiguous()
+        run = torch.searchsorted(ends, positions, right=True)
+        mask = torch.gather(run_masked, 1, run)
+        # Exact edge cases: nothing at p = 0, everything at p = 1.
+        mask = torch.where((p == 0)[:, None], torch.zeros_like(mask), mask)
+        mask = torch.where((p == 1)[:, None], torch.ones_like(mask), mask) & maskable
+        return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
