@@ -26,5 +26,7 @@ def test_page_code_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for i, block in enumerate(FENCE.findall(page.read_text())):
-        code = compile(block, f"{page.relative_to(DOCS)}[block {i}]", "exec")
+        # dont_inherit: run the block like a user script, without this file's __future__ flags
+        # (postponed annotations would make dataclasses look up a module that does not exist)
+        code = compile(block, f"{page.relative_to(DOCS)}[block {i}]", "exec", dont_inherit=True)
         exec(code, namespace)
