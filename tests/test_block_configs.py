@@ -19,7 +19,12 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from omni_blocks import masking, schedules
-from omni_blocks.masking import AttenuatedTailPadMasking, MaskStrategy, UniformMasking
+from omni_blocks.masking import (
+    AttenuatedTailPadMasking,
+    MaskStrategy,
+    SpanMasking,
+    UniformMasking,
+)
 from omni_blocks.schedules import (
     AntitheticTimeSampler,
     CosineSchedule,
@@ -157,3 +162,18 @@ def test_a_custom_schedule_plugs_in_by_config() -> None:
         {"schedule": {"class_path": f"{__name__}.ExponentialSchedule", "init_args": {"rate": 2.0}}}
     )
     assert model.schedule == ExponentialSchedule(2.0)
+
+
+def test_command_line_swap() -> None:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(StandIn, "model")
+    cfg = parser.parse_args(
+        [
+            "--model.mask_strategy=omni_blocks.masking.SpanMasking",
+            "--model.mask_strategy.mean_span_length=4",
+            "--model.time_sampler=omni_blocks.schedules.AntitheticTimeSampler",
+        ]
+    )
+    model = parser.instantiate(cfg).model
+    assert model.mask_strategy == SpanMasking(4.0)
+    assert model.time_sampler == AntitheticTimeSampler()

@@ -160,11 +160,13 @@ def test_antithetic_sampler_puts_one_time_in_each_stratum(n: int, seed: int, shu
     eps = 0.01
     sampler = AntitheticTimeSampler(eps, shuffle=shuffle)
     t = sampler.sample(n, generator=torch.Generator().manual_seed(seed)).double()
-    u = (t - eps) / (1 - eps)
-    strata = torch.floor(u * n + 1e-4).clamp(max=n - 1).long()
-    assert sorted(strata.tolist()) == list(range(n))
+    scaled = (t - eps) / (1 - eps) * n  # stratum i is [i, i + 1) on this scale
+    # float32 rounding may put a draw a hair outside its stratum: allow 1e-3
+    lower = torch.arange(n, dtype=torch.float64) - 1e-3
+    assert bool((torch.sort(scaled).values >= lower).all())
+    assert bool((torch.sort(scaled).values <= lower + 1 + 2e-3).all())
     if not shuffle:
-        assert torch.equal(strata, torch.arange(n))
+        assert bool((scaled >= lower).all()) and bool((scaled <= lower + 1 + 2e-3).all())
 
 
 def test_uniform_sampler_is_uniform_and_antithetic_has_lower_variance() -> None:

@@ -327,7 +327,7 @@ class SpanMasking:
         generator: torch.Generator | None = None,
     ) -> Corruption:
         check_corruption_inputs(ids, maskable, t)
-        p = _row_mask_prob(schedule, t, ids).double()
+        p = _row_mask_prob(schedule, t, ids)  # float32: also runs on MPS (no float64)
         batch, seq = ids.shape
         m = self.mean_span_length
         # End probabilities of clean (q) and masked (r) runs; see the class docstring.
@@ -335,13 +335,13 @@ class SpanMasking:
         r = torch.where(p < m / (m + 1.0), torch.full_like(p, 1.0 / m), (1.0 - p) / p)
         q, r = q.clamp(min=1e-12, max=1.0), r.clamp(min=1e-12, max=1.0)
 
-        first_masked = _uniform((batch,), generator, ids.device).double() < p
+        first_masked = _uniform((batch,), generator, ids.device) < p
         # seq alternating runs always cover the row (each run is >= 1 token long).
         run_masked = first_masked[:, None] ^ (torch.arange(seq, device=ids.device) % 2 == 1)
         end_prob = torch.where(run_masked, r[:, None], q[:, None])
-        u = 1.0 - _uniform((batch, seq), generator, ids.device).double()  # in (0, 1]
+        u = 1.0 - _uniform((batch, seq), generator, ids.device)  # in (0, 1]
         # Geometric run lengths on {1, 2, ...} by inversion: 1 + floor(log u / log(1 - prob)).
-        lengths = 1.0 + torch.floor(torch.log(u) / torch.log1p(-end_prob).clamp(max=-1e-300))
+        lengths = 1.0 + torch.floor(torch.log(u) / torch.log1p(-end_prob).clamp(max=-1e-30))
         lengths = lengths.clamp(min=1.0, max=float(seq)).long()
         ends = torch.cumsum(lengths, dim=1)
         positions = torch.arange(seq, device=ids.device).expand(batch, seq).contiguous()
