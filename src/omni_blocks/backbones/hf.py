@@ -10,13 +10,16 @@ Dream's own remote code is never executed; other architectures load through `Aut
 and execute remote code only with `trust_remote_code=True`.
 
 `transformers` is an optional dependency (`pip install omni-blocks[hf]`); it is imported
-when a wrapper is built.
+when a wrapper is built. Bidirectional attention through `is_causal=False` needs
+`transformers` 5 (tested with 5.23); with older versions the wrapper warns, and
+`is_bidirectional()` tells whether the model honours it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +163,14 @@ class HFBackbone(nn.Module):
         config.use_cache = False
         self.model = model
         self.shift_logits = shift_logits
+        import transformers
+
+        if int(transformers.__version__.split(".")[0]) < 5:
+            warnings.warn(
+                f"transformers {transformers.__version__} may ignore is_causal=False; check "
+                "HFBackbone.is_bidirectional() or upgrade to transformers>=5",
+                stacklevel=3,
+            )
 
     @classmethod
     def from_model(cls, model: nn.Module, shift_logits: bool = False) -> HFBackbone:
