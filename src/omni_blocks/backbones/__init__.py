@@ -1,5 +1,30 @@
-"""Backbones: bidirectional networks from noisy token ids to logits."""
+"""Backbones: bidirectional networks from noisy token ids to logits.
+
+- [`Backbone`][omni_blocks.backbones.Backbone]: the protocol every backbone implements.
+- [`NativeTransformer`][omni_blocks.backbones.NativeTransformer]: a self-contained
+  Qwen2 / Dream transformer with full attention (no `transformers` needed);
+  [`PretrainedTransformer`][omni_blocks.backbones.PretrainedTransformer] loads a checkpoint.
+- [`HFBackbone`][omni_blocks.backbones.HFBackbone]: a `transformers` model (Qwen2 with
+  `is_causal=False`) behind the same protocol.
+- [`TransformerConfig`][omni_blocks.backbones.TransformerConfig]: the `config.json` fields.
+"""
 
 from omni_blocks.backbones.base import Backbone
+from omni_blocks.backbones.checkpoint import grow_rows, load_state_dict, resolve_checkpoint
+from omni_blocks.backbones.config import TransformerConfig, default_shift_logits, is_dream_config
+from omni_blocks.backbones.hf import HFBackbone
+from omni_blocks.backbones.native import NativeTransformer, PretrainedTransformer, shift_right
 
-__all__ = ["Backbone"]
+__all__ = [
+    "Backbone",
+    "HFBackbone",
+    "NativeTransformer",
+    "PretrainedTransformer",
+    "TransformerConfig",
+    "default_shift_logits",
+    "grow_rows",
+    "is_dream_config",
+    "load_state_dict",
+    "resolve_checkpoint",
+    "shift_right",
+]

@@ -1,0 +1,632 @@
+"""A native bidirectional transformer with the Qwen2 / Dream parameter layout.
+
+The network is Qwen2's (Dream-7B is Qwen2.5-7B trained further as a masked-diffusion model):
+pre-norm blocks of grouped-query self-attention with rotary position embeddings and biased
+q/k/v projections, followed by a SwiGLU MLP, RMSNorm everywhere, and a linear output head.
+The only change from Qwen2 is the attention pattern: every position attends to every
+non-padding position (`is_causal=False`, as in Dream's `DreamSdpaAttention`).
+
+Parameter names and shapes are those of a Qwen2 / Dream checkpoint, so Dream-7B's
+safetensors load without renaming:
+
+| parameter | shape |
+|---|---|
+| `model.embed_tokens.weight` | `(vocab_size, hidden_size)` |
+| `model.layers.N.self_attn.q_proj.weight` | `(heads * head_dim, hidden_size)` |
+| `model.layers.N.self_attn.q_proj.bias` | `(heads * head_dim,)` |
+| `model.layers.N.self_attn.{k,v}_proj.weight` | `(kv_heads * head_dim, hidden_size)` |
+| `model.layers.N.self_attn.{k,v}_proj.bias` | `(kv_heads * head_dim,)` |
+| `model.layers.N.self_attn.o_proj.weight` | `(hidden_size, heads * head_dim)` |
+| `model.layers.N.mlp.{gate,up}_proj.weight` | `(intermediate_size, hidden_size)` |
+| `model.layers.N.mlp.down_proj.weight` | `(hidden_size, intermediate_size)` |
+| `model.layers.N.{input,post_attention}_layernorm.weight` | `(hidden_size,)` |
+| `model.norm.weight` | `(hidden_size,)` |
+| `lm_head.weight` | `(vocab_size, hidden_size)` (absent when tied) |
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from omni_blocks.backbones.checkpoint import (
+    grow_rows,
+    load_state_dict,
+    resolve_checkpoint,
+    save_state_dict,
+)
+from omni_blocks.backbones.config import (
+    TransformerConfig,
+    default_shift_logits,
+    read_config_json,
+)
+from omni_blocks.typing import Logits, SeqMask, TokenIds
+
+__all__ = [
+    "Attention",
+    "DecoderLayer",
+    "NativeTransformer",
+    "PretrainedTransformer",
+    "RMSNorm",
+    "SwiGLU",
+    "position_ids_from_mask",
+    "rotary_cos_sin",
+    "shift_right",
+]
+
+Hidden = Float[Tensor, "batch seq hidden"]
+
+
+def position_ids_from_mask(attention_mask: SeqMask) -> Int[Tensor, "batch seq"]:
+    """Positions counted over non-padding tokens only (Dream's `tok_idx`).
+
+    Dream's sampler computes `attention_mask.cumsum(-1) - 1`, so a left-padded prompt starts
+    at position 0 like an unpadded one; right padding leaves the real tokens' positions
+    unchanged. Padding positions get the last real position (their outputs are ignored).
+    """
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def rotary_cos_sin(
+    position_ids: Int[Tensor, "batch seq"], head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[Float[Tensor, "batch seq head_dim"], Float[Tensor, "batch seq head_dim"]]:
+    """Cosines and sines of the rotary embedding (Su et al., RoFormer), computed in float32.
+
+    Frequencies `theta^(-2k/d)` for `k < d/2`, repeated for both halves of the head
+    (`rotate_half` convention of Qwen2 / Llama), then cast to `dtype`.
+    """
+    exponent = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)
+    inv_freq = 1.0 / (theta ** (exponent / head_dim))
+    freqs = position_ids.float()[..., None] * inv_freq
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def shift_right(logits: Logits) -> Logits:
+    """Dream's realignment: the prediction for position `i` read from position `i - 1`.
+
+    Mirrors `logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)` in Dream's (and
+    Omni-Diffusion's) `generation_utils.py`; position 0 keeps its own logits.
+    """
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm (Zhang & Sennrich, 2019), as in Qwen2.
+
+    `y = w * x / sqrt(mean(x^2) + eps)`, normalised in float32 and cast back before the
+    weight is applied (the same order of operations as Qwen2 / Dream, so bf16 results match).
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: Hidden) -> Hidden:
+        """Normalise the last dimension."""
+        dtype = x.dtype
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+class SwiGLU(nn.Module):
+    """The Qwen2 MLP: `down(silu(gate(x)) * up(x))` (Shazeer, 2020), without biases."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: Hidden) -> Hidden:
+        """Apply the MLP position-wise."""
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Attention(nn.Module):
+    """Full (bidirectional) grouped-query self-attention with rotary embeddings.
+
+    Mirrors Dream's `DreamSdpaAttention`: biased q/k/v projections, unbiased output
+    projection, key/value heads repeated to the query heads, then
+    `F.scaled_dot_product_attention(..., is_causal=False)`. Padding keys are excluded
+    through a boolean mask; unlike Dream, padding *queries* still attend to the real tokens,
+    which keeps their (ignored) outputs finite instead of NaN.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        num_kv_heads: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = hidden_size // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=True)
+        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
+        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=True)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: Hidden,
+        cos: Float[Tensor, "batch seq head_dim"],
+        sin: Float[Tensor, "batch seq head_dim"],
+        key_mask: Tensor | None = None,
+    ) -> Hidden:
+        """Attend every position to every allowed key (`key_mask`: batch x 1 x 1 x seq)."""
+        q = rearrange(self.q_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
+        k = rearrange(self.k_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
+        v = rearrange(self.v_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
+        cos_h, sin_h = cos[:, None], sin[:, None]
+        q = q * cos_h + _rotate_half(q) * sin_h
+        k = k * cos_h + _rotate_half(k) * sin_h
+        groups = self.num_heads // self.num_kv_heads
+        if groups > 1:
+            k = repeat(k, "b h s d -> b (h g) s d", g=groups)
+            v = repeat(v, "b h s d -> b (h g) s d", g=groups)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=key_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=False,
+        )
+        return self.o_proj(rearrange(out, "b h s d -> b s (h d)"))
+
+
+class DecoderLayer(nn.Module):
+    """One pre-norm block: `x + attn(norm(x))`, then `h + mlp(norm(h))`."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.self_attn = Attention(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.kv_heads,
+            config.attention_dropout,
+        )
+        self.mlp = SwiGLU(config.hidden_size, config.intermediate_size)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self,
+        x: Hidden,
+        cos: Float[Tensor, "batch seq head_dim"],
+        sin: Float[Tensor, "batch seq head_dim"],
+        key_mask: Tensor | None = None,
+    ) -> Hidden:
+        """Apply the block."""
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask)
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class _Body(nn.Module):
+    """Holds the parameters under `model.` (Qwen2's `Qwen2Model`)."""
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+
+class NativeTransformer(nn.Module):
+    """A bidirectional Qwen2 / Dream transformer: token ids to logits over the vocabulary.
+
+    Implements the [`Backbone`][omni_blocks.backbones.Backbone] protocol. Build a fresh model
+    from plain numbers (which is what a LightningCLI config does), load a checkpoint with
+    [`from_pretrained`][omni_blocks.backbones.NativeTransformer.from_pretrained] (or the
+    config-friendly [`PretrainedTransformer`][omni_blocks.backbones.PretrainedTransformer]).
+
+    Args:
+        vocab_size: rows of the embedding and output head (at least the layout's
+            `vocab_size`).
+        hidden_size: residual width.
+        intermediate_size: SwiGLU width.
+        num_hidden_layers: number of blocks.
+        num_attention_heads: query heads.
+        num_key_value_heads: key/value heads (grouped-query attention); default: as many as
+            query heads.
+        rms_norm_eps: RMSNorm epsilon.
+        rope_theta: rotary embedding base (Dream-7B: 1e6).
+        max_position_embeddings: informative maximum length (written to `config.json`).
+        tie_word_embeddings: share the embedding matrix with the output head.
+        attention_dropout: dropout on attention probabilities while training.
+        initializer_range: std of the normal initialisation of fresh weights.
+        shift_logits: Dream's shifted prediction. Dream, initialised from an autoregressive
+            LLM, predicts token `i` at position `i - 1`; with `shift_logits=True` the forward
+            pass realigns the logits (`cat([logits[:, :1], logits[:, :-1]])`, as in Dream's
+            sampler) so that position `i` always predicts token `i`. Off for fresh models
+            (no reason to shift), on by default when loading Dream checkpoints.
+        gradient_checkpointing: recompute each block in the backward pass instead of storing
+            its activations (less memory, about one more forward of compute).
+
+    Example:
+        ```python
+        import torch
+        from omni_blocks.backbones import NativeTransformer
+
+        net = NativeTransformer(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2)
+        logits = net(torch.randint(0, 64, (2, 5)))      # (2, 5, 64)
+        ```
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        intermediate_size: int,
+        num_hidden_layers: int,
+        num_attention_heads: int,
+        num_key_value_heads: int | None = None,
+        rms_norm_eps: float = 1e-6,
+        rope_theta: float = 10_000.0,
+        max_position_embeddings: int = 32_768,
+        tie_word_embeddings: bool = False,
+        attention_dropout: float = 0.0,
+        initializer_range: float = 0.02,
+        shift_logits: bool = False,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self._config = TransformerConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden_size,
+            intermediate_size=intermediate_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            num_key_value_heads=num_key_value_heads,
+            rms_norm_eps=rms_norm_eps,
+            rope_theta=rope_theta,
+            max_position_embeddings=max_position_embeddings,
+            tie_word_embeddings=tie_word_embeddings,
+            attention_dropout=attention_dropout,
+            initializer_range=initializer_range,
+        )
+        self.shift_logits = shift_logits
+        self.gradient_checkpointing = gradient_checkpointing
+        self.model = _Body(self._config)
+        self.lm_head = nn.Linear(hidden_size, vocab_size, bias=False)
+        self.apply(self._init_weights)
+        if tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: TransformerConfig, **kwargs: Any) -> NativeTransformer:
+        """A fresh model with the shape of `config` (`kwargs`: `shift_logits`, ...)."""
+        model = cls(
+            vocab_size=config.vocab_size,
+            hidden_size=config.hidden_size,
+            intermediate_size=config.intermediate_size,
+            num_hidden_layers=config.num_hidden_layers,
+            num_attention_heads=config.num_attention_heads,
+            num_key_value_heads=config.kv_heads,
+            rms_norm_eps=config.rms_norm_eps,
+            rope_theta=config.rope_theta,
+            max_position_embeddings=config.max_position_embeddings,
+            tie_word_embeddings=config.tie_word_embeddings,
+            attention_dropout=config.attention_dropout,
+            initializer_range=config.initializer_range,
+            **kwargs,
+        )
+        model._config = config
+        return model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str | os.PathLike[str],
+        *,
+        revision: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device = "cpu",
+        shift_logits: bool | None = None,
+        gradient_checkpointing: bool = False,
+        allow_pickle: bool = False,
+        strict: bool = False,
+    ) -> NativeTransformer:
+        """Load a Qwen2 / Dream checkpoint (local folder or hub repository id).
+
+        The model is built on the `meta` device and the checkpoint's tensors are assigned
+        to it, so a 7B model needs its weights' memory once, not twice.
+
+        Args:
+            pretrained: a folder with `config.json` and safetensors weights, or a hub id such
+                as `"Dream-org/Dream-v0-Base-7B"`.
+            revision: hub branch, tag or commit.
+            dtype: cast every weight to this dtype (`torch.bfloat16` or `"bfloat16"`);
+                `None` keeps the stored dtype.
+            device: where the weights are created.
+            shift_logits: Dream's shifted prediction; `None` reads it from `config.json`
+                (on for Dream checkpoints, see `default_shift_logits`).
+            gradient_checkpointing: see the class.
+            allow_pickle: accept `pytorch_model.bin` weights (read with
+                `torch.load(weights_only=True)`); refused by default.
+            strict: raise on tensors of the checkpoint the backbone does not use (for
+                example the SenseVoice encoder `model.audio_model.*` of Omni-Diffusion
+                checkpoints) instead of warning.
+
+        Raises:
+            FileNotFoundError: no checkpoint at `pretrained`.
+            ValueError: the checkpoint lacks a parameter, has one of the wrong shape, or
+                (with `strict`) has unused tensors.
+        """
+        folder = resolve_checkpoint(pretrained, revision=revision, allow_pickle=allow_pickle)
+        raw = read_config_json(folder / "config.json")
+        config = TransformerConfig.from_dict(raw)
+        shift = default_shift_logits(raw) if shift_logits is None else shift_logits
+        with torch.device("meta"):
+            model = cls.from_config(
+                config, shift_logits=shift, gradient_checkpointing=gradient_checkpointing
+            )
+        state = load_state_dict(folder, allow_pickle=allow_pickle, device=device)
+        model.load_checkpoint_state(state, strict=strict)
+        if dtype is not None:
+            model.to(_as_dtype(dtype))
+        return model
+
+    def load_checkpoint_state(self, state: dict[str, Tensor], *, strict: bool = False) -> None:
+        """Assign a Qwen2 / Dream state dict to this model's parameters.
+
+        Works on a model built on the `meta` device (the tensors are assigned, not copied).
+        With tied embeddings, `lm_head.weight` is taken from `model.embed_tokens.weight`.
+
+        Raises:
+            ValueError: missing parameters, shape mismatches, or (with `strict`) unused
+                tensors; the message lists the names.
+        """
+        expected = {name: p for name, p in self.named_parameters(remove_duplicate=False)}
+        tied = self._config.tie_word_embeddings
+        needed = {n for n in expected if not (tied and n == "lm_head.weight")}
+        missing = sorted(needed - state.keys())
+        if missing:
+            raise ValueError(
+                f"the checkpoint lacks {len(missing)} parameters of the backbone, e.g. "
+                f"{missing[:5]}; is it a Qwen2 / Dream checkpoint with this config?"
+            )
+        wrong = [
+            f"{n}: checkpoint {tuple(state[n].shape)} vs model {tuple(expected[n].shape)}"
+            for n in sorted(needed)
+            if tuple(state[n].shape) != tuple(expected[n].shape)
+        ]
+        if wrong:
+            raise ValueError(f"shape mismatch for {len(wrong)} parameters: {wrong[:5]}")
+        unused = sorted(set(state) - needed - {"lm_head.weight"})
+        if unused:
+            message = (
+                f"{len(unused)} tensors of the checkpoint are not part of the backbone and "
+                f"were skipped, e.g. {unused[:3]}"
+            )
+            if strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=2)
+        self.load_state_dict({n: state[n] for n in needed}, strict=False, assign=True)
+        if tied:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def config(self) -> TransformerConfig:
+        """The architecture (kept in sync by `resize_vocab`)."""
+        return self._config
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output head."""
+        return int(self.lm_head.weight.shape[0])
+
+    def forward(self, input_ids: TokenIds, attention_mask: SeqMask | None = None) -> Logits:
+        """Logits for every position; position `i` predicts token `i`.
+
+        Args:
+            input_ids: global token ids, `(batch, seq)`.
+            attention_mask: True at real tokens, False at padding. Padding tokens are
+                excluded as keys and positions are counted over real tokens (so left and
+                right padding give the same logits at real positions as no padding). Pass
+                `None` when nothing is padded: the attention then needs no mask.
+
+        Raises:
+            ValueError: an id outside `[0, vocab_size)`.
+        """
+        if not torch.compiler.is_compiling() and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"token ids must lie in [0, {self.vocab_size}); got ids in [{low}, {high}] "
+                    "(call resize_vocab to grow the vocabulary)"
+                )
+        batch, seq = input_ids.shape
+        if attention_mask is None:
+            positions = torch.arange(seq, device=input_ids.device).expand(batch, seq)
+            key_mask = None
+        else:
+            positions = position_ids_from_mask(attention_mask)
+            # A row without any real token attends to everything (its outputs are ignored).
+            keys = attention_mask | ~attention_mask.any(dim=-1, keepdim=True)
+            key_mask = rearrange(keys, "b s -> b 1 1 s")
+        h = self.model.embed_tokens(input_ids)
+        cos, sin = rotary_cos_sin(
+            positions, self._config.head_dim, self._config.rope_theta, h.dtype
+        )
+        use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
+        for layer in self.model.layers:
+            if use_checkpoint:
+                h = checkpoint(layer, h, cos, sin, key_mask, use_reentrant=False)
+            else:
+                h = layer(h, cos, sin, key_mask)
+        logits = self.lm_head(self.model.norm(h))
+        return shift_right(logits) if self.shift_logits else logits
+
+    @torch.no_grad()
+    def resize_vocab(self, new_size: int) -> None:
+        """Resize the embedding and output head to `new_size` rows.
+
+        Existing rows stay bit-identical; new rows are the mean of the existing rows (see
+        [`grow_rows`][omni_blocks.backbones.checkpoint.grow_rows]). Tied embeddings stay tied.
+        """
+        embed = self.model.embed_tokens
+        new_embed = nn.Embedding(
+            new_size, embed.embedding_dim, device=embed.weight.device, dtype=embed.weight.dtype
+        )
+        new_embed.weight.copy_(grow_rows(embed.weight, new_size))
+        new_embed.weight.requires_grad_(embed.weight.requires_grad)
+        self.model.embed_tokens = new_embed
+        head = self.lm_head
+        new_head = nn.Linear(
+            head.in_features,
+            new_size,
+            bias=False,
+            device=head.weight.device,
+            dtype=head.weight.dtype,
+        )
+        if self._config.tie_word_embeddings:
+            new_head.weight = new_embed.weight
+        else:
+            new_head.weight.copy_(grow_rows(head.weight, new_size))
+            new_head.weight.requires_grad_(head.weight.requires_grad)
+        self.lm_head = new_head
+        self._config = _replace(self._config, vocab_size=new_size)
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(
+        self, folder: str | os.PathLike[str], *, max_shard_size: int | str = "5GB"
+    ) -> Path:
+        """Write `config.json` and safetensors weights in the Qwen2 / Dream layout.
+
+        The folder loads back with `from_pretrained` (and, the names being Qwen2's, with
+        `transformers`' Qwen2 classes, see [`HFBackbone`][omni_blocks.backbones.HFBackbone]).
+        `config.json` records `shift_logits` and `is_causal: false`. Tied output weights are
+        not written twice. Returns the folder.
+        """
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v for k, v in self.state_dict().items()}
+        if self._config.tie_word_embeddings:
+            state.pop("lm_head.weight", None)
+        save_state_dict(state, folder, max_shard_size=max_shard_size)
+        dtype = str(self.model.embed_tokens.weight.dtype).removeprefix("torch.")
+        self._config.to_json(
+            folder / "config.json",
+            shift_logits=self.shift_logits,
+            is_causal=False,
+            torch_dtype=dtype,
+        )
+        return folder
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self._config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+
+
+class PretrainedTransformer(NativeTransformer):
+    """A [`NativeTransformer`][omni_blocks.backbones.NativeTransformer] loaded from a checkpoint.
+
+    The same model as `NativeTransformer.from_pretrained`, as a class whose constructor takes
+    plain values, so a LightningCLI config can name it:
+
+    ```yaml
+    backbone:
+      class_path: omni_blocks.backbones.PretrainedTransformer
+      init_args:
+        pretrained: Dream-org/Dream-v0-Base-7B
+        dtype: bfloat16
+        vocab_size: 176247        # VocabLayout.omni_diffusion().vocab_size
+    ```
+
+    Args:
+        pretrained: checkpoint folder or hub repository id.
+        revision: hub branch, tag or commit.
+        dtype: weight dtype (`"bfloat16"`, `"float32"`, ...); `None` keeps the stored one.
+        shift_logits: `None` reads it from the checkpoint (on for Dream).
+        vocab_size: if given, `resize_vocab(vocab_size)` after loading (new rows = mean).
+        gradient_checkpointing: recompute blocks in the backward pass.
+        allow_pickle: accept pickled `pytorch_model.bin` weights.
+        strict: raise instead of warning on checkpoint tensors the backbone does not use.
+    """
+
+    def __init__(
+        self,
+        pretrained: str,
+        revision: str | None = None,
+        dtype: str | None = None,
+        shift_logits: bool | None = None,
+        vocab_size: int | None = None,
+        gradient_checkpointing: bool = False,
+        allow_pickle: bool = False,
+        strict: bool = False,
+    ) -> None:
+        folder = resolve_checkpoint(pretrained, revision=revision, allow_pickle=allow_pickle)
+        raw = read_config_json(folder / "config.json")
+        config = TransformerConfig.from_dict(raw)
+        shift = default_shift_logits(raw) if shift_logits is None else shift_logits
+        with torch.device("meta"):
+            super().__init__(
+                vocab_size=config.vocab_size,
+                hidden_size=config.hidden_size,
+                intermediate_size=config.intermediate_size,
+                num_hidden_layers=config.num_hidden_layers,
+                num_attention_heads=config.num_attention_heads,
+                num_key_value_heads=config.kv_heads,
+                rms_norm_eps=config.rms_norm_eps,
+                rope_theta=config.rope_theta,
+                max_position_embeddings=config.max_position_embeddings,
+                tie_word_embeddings=config.tie_word_embeddings,
+                attention_dropout=config.attention_dropout,
+                initializer_range=config.initializer_range,
+                shift_logits=shift,
+                gradient_checkpointing=gradient_checkpointing,
+            )
+        self._config = config
+        self.pretrained = str(pretrained)
+        self.load_checkpoint_state(
+            load_state_dict(folder, allow_pickle=allow_pickle), strict=strict
+        )
+        if dtype is not None:
+            self.to(_as_dtype(dtype))
+        if vocab_size is not None and vocab_size != self.vocab_size:
+            self.resize_vocab(vocab_size)
+
+
+def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use for example 'bfloat16' or 'float32'")
+    return value
+
+
+def _replace(config: TransformerConfig, **changes: Any) -> TransformerConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
