@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from omni_blocks.vocab import Modality
 
-__all__ = ["ModalityTokenizer"]
+__all__ = ["ImageTokenizer", "ModalityTokenizer"]
 
 
 @runtime_checkable
@@ -33,4 +33,31 @@ class ModalityTokenizer(Protocol):
 
     def decode(self, codes: Any) -> Any:
         """Local codes -> raw data."""
+        ...
+
+
+@runtime_checkable
+class ImageTokenizer(ModalityTokenizer, Protocol):
+    """A [`ModalityTokenizer`][omni_blocks.tokenizers.base.ModalityTokenizer] for images.
+
+    Images have a fixed number of tokens per item: a tokenizer takes square images of one
+    size, `(batch, channels, image_size, image_size)` with float values in `[0, 1]` (or
+    `uint8` in `[0, 255]`), and returns `(batch, tokens_per_item)` codes, row-major over its
+    code grid; `decode` takes such codes and returns float images in `[0, 1]`.
+    MAGVIT-v2 at 256x256: 16x16 = 256 tokens per image.
+    """
+
+    @property
+    def image_size(self) -> int:
+        """Height and width in pixels of the images `encode` takes and `decode` returns."""
+        ...
+
+    @property
+    def channels(self) -> int:
+        """Channels of those images (3 for RGB, 1 for grey scale)."""
+        ...
+
+    @property
+    def tokens_per_item(self) -> int:
+        """Codes per image."""
         ...
