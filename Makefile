@@ -33,7 +33,7 @@ pytest: setup
 	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 docs: setup
-	DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict --site-dir site
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 docs-serve: setup
 	$(VENV)/bin/mkdocs serve
