@@ -174,7 +174,15 @@ class MelVQSpeechTokenizer:
         return out
 
     def decode_features(self, codes: Sequence[Tensor]) -> list[Float[Tensor, "_frames mels"]]:
-        """Codes -> log-mel frames (each code's codebook entry, de-normalised)."""
+        """Codes -> log-mel frames: each code's codebook entry, de-normalised.
+
+        Args:
+            codes: one `(tokens,)` integer tensor per utterance.
+
+        Returns:
+            One `(tokens * frames_per_token, n_mels)` log-mel tensor per utterance; re-encoding
+            it with `encode_features` gives back `codes` exactly.
+        """
         codebook = self._require_codebook()
         assert self.mean is not None and self.std is not None
         out = []
@@ -267,8 +275,8 @@ class MelVQSpeechTokenizer:
             progress: show a tqdm progress bar.
 
         Returns:
-            The mean squared quantisation error (per patch dimension, normalised units) after
-            each iteration.
+            The mean squared quantisation error (per patch dimension, normalised units) of each
+            iteration's assignment step.
 
         Raises:
             ValueError: fewer distinct 80 ms patches than `codebook_size`.
