@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from omni_blocks.vocab import Modality
 
-__all__ = ["ImageTokenizer", "ModalityTokenizer"]
+__all__ = ["ImageTokenizer", "ModalityTokenizer", "SpeechTokenizer"]
 
 
 @runtime_checkable
@@ -60,4 +60,25 @@ class ImageTokenizer(ModalityTokenizer, Protocol):
     @property
     def tokens_per_item(self) -> int:
         """Codes per image."""
+        ...
+
+
+@runtime_checkable
+class SpeechTokenizer(ModalityTokenizer, Protocol):
+    """A [`ModalityTokenizer`][omni_blocks.tokenizers.base.ModalityTokenizer] for speech.
+
+    Speech has no fixed number of tokens per item: a tokenizer emits codes at a fixed rate,
+    `frame_rate` codes per second of audio (GLM-4-Voice: 12.5 Hz, one code per 1,280 samples
+    at 16 kHz), so an utterance of `s` seconds takes about `s * frame_rate` positions of the
+    unified sequence.
+    """
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate in Hz of the waveforms `encode` takes."""
+        ...
+
+    @property
+    def frame_rate(self) -> float:
+        """Codes per second of audio, in Hz."""
         ...
