@@ -10,6 +10,13 @@
 """
 
 from omni_blocks.data.collate import TaskBatch, collate_sequences
+from omni_blocks.data.mixture import (
+    MixtureSampler,
+    OmniDataModule,
+    SequenceCollator,
+    TaskMixture,
+    TemplateDataset,
+)
 from omni_blocks.data.sequence import (
     DataError,
     TaskSequence,
@@ -52,12 +59,17 @@ __all__ = [
     "DataError",
     "EspeakNotFoundError",
     "InpaintingTemplate",
+    "MixtureSampler",
+    "OmniDataModule",
+    "SequenceCollator",
     "SpeechToImageTemplate",
     "SpokenVqaTemplate",
     "SpokenWord",
     "TaskBatch",
+    "TaskMixture",
     "TaskSequence",
     "TaskTemplate",
+    "TemplateDataset",
     "TextToImageTemplate",
     "TtsTemplate",
     "VqaTemplate",
