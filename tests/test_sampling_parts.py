@@ -153,6 +153,21 @@ def test_top_p_keeps_the_nucleus_like_upstream() -> None:
     assert torch.equal(TokenChoice(top_p=1.0).filter(logits), logits)
 
 
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.95])
+def test_top_p_matches_a_full_sort(top_p: float) -> None:
+    # the nucleus search widens from the top 8 tokens; compare with upstream's full sort
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.1, 1.0, 3.0, 10.0):
+        logits = torch.randn(64, 300, generator=gen) * scale
+        ordered, order = logits.sort(dim=-1, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop_sorted = torch.zeros_like(cumulative, dtype=torch.bool)
+        drop_sorted[:, 1:] = cumulative[:, :-1] > top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        kept = torch.isfinite(TokenChoice(top_p=top_p).filter(logits))
+        assert torch.equal(kept, ~drop)
+
+
 def test_temperature_draws_follow_the_tempered_softmax() -> None:
     logits = torch.tensor([[0.0, math.log(3.0)]]).expand(20_000, -1)
     choice = TokenChoice(temperature=2.0)

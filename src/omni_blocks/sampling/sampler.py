@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -135,7 +136,7 @@ class MaskedDiffusionSampler(Sampler):
         total_steps = int(budget.sum(-1).max())
         prompt = target.logical_not() if attention_mask is None else attention_mask & ~target
 
-        banned: Tensor | None = None
+        banned: _Banned | None = None
         step = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         current = torch.full_like(step, -1)
         nfe = 0
@@ -153,20 +154,21 @@ class MaskedDiffusionSampler(Sampler):
                 logits, evaluations = self._denoise(model, x, attention_mask, prompt, mask_id)
                 nfe += evaluations
                 if banned is None:
-                    banned = _banned_ids(layout, mod, logits.shape[-1], x.device)
-                flat = _candidate_logits(logits, candidates, self.guidance)
-                flat.index_fill_(-1, banned, -math.inf)
+                    banned = _Banned(layout, mod, logits.shape[-1], x.device)
+                # flat indices of the candidates: index_select is cheaper than a bool gather
+                where = candidates.flatten().nonzero().squeeze(-1)
+                flat = banned.apply(_candidate_logits(logits, where, self.guidance))
                 flat = self.choice.filter(flat)
-                index, length = _masked_rank(masked, candidates)
+                index, length = _masked_rank(masked, where)
                 flat = self.penalty.apply(flat, index, length)
                 probs = flat.softmax(-1)
                 tokens = self.choice.draw(probs, generator=generator)
                 scores = self.scorer.score(probs, tokens, generator=generator)
 
                 confidence = torch.full(x.shape, -math.inf, device=x.device)
-                confidence[candidates] = scores.float()
+                confidence.view(-1)[where] = scores.float()
                 proposal = torch.zeros_like(x)
-                proposal[candidates] = tokens.to(x.dtype)
+                proposal.view(-1)[where] = tokens.to(x.dtype)
                 num_steps = budget.gather(-1, block.clamp(max=num_blocks - 1).unsqueeze(-1))
                 chosen = self.planner.select(
                     confidence,
@@ -232,43 +234,53 @@ def _checked(logits: Tensor, ids: Tensor) -> Tensor:
 
 
 def _candidate_logits(
-    logits: StackedLogits, candidates: SeqMask, guidance: ClassifierFreeGuidance | None
+    logits: StackedLogits, where: Int[Tensor, " n"], guidance: ClassifierFreeGuidance | None
 ) -> CandidateLogits:
-    """Float32 logits of the candidate positions (guided when guidance is on)."""
+    """Float32 logits of the candidate positions (flat indices `where`), guided when asked."""
     if guidance is None:
-        return logits[candidates].float()
-    cond, uncond = logits.chunk(2)
-    return guidance.combine(cond[candidates].float(), uncond[candidates].float())
+        return rearrange(logits, "b s v -> (b s) v").index_select(0, where).float()
+    cond, uncond = (
+        rearrange(half, "b s v -> (b s) v").index_select(0, where).float()
+        for half in logits.chunk(2)
+    )
+    return guidance.combine(cond, uncond)
 
 
 def _masked_rank(
-    masked: SeqMask, candidates: SeqMask
+    masked: SeqMask, where: Int[Tensor, " n"]
 ) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"]]:
     """Each candidate's index among its row's masked positions, and that row's count."""
     index = masked.long().cumsum(-1) - 1
     length = masked.sum(-1, keepdim=True).expand_as(index)
-    return index[candidates], length[candidates]
+    return index.flatten()[where], length.flatten()[where]
 
 
-def _banned_ids(
-    layout: VocabLayout,
-    modality: Modality | None,
-    vocab: int,
-    device: torch.device,
-) -> Int[Tensor, " banned"]:
+class _Banned:
     """Ids the sampler never writes: mask, ids beyond the layout, other modalities."""
-    if vocab < layout.vocab_size:
-        raise ValueError(
-            f"the model's logits have {vocab} entries but the layout needs {layout.vocab_size}"
-            " (layout.vocab_size); resize the backbone's vocabulary"
-        )
-    if modality is None:
-        allowed = torch.ones(vocab, dtype=torch.bool, device=device)
-        allowed[layout.vocab_size :] = False
-    else:
-        allowed = layout.logit_mask(modality, vocab_size=vocab, device=device)
-    allowed[layout.mask_id] = False
-    return allowed.logical_not().nonzero().flatten()
+
+    def __init__(
+        self, layout: VocabLayout, modality: Modality | None, vocab: int, device: torch.device
+    ) -> None:
+        if vocab < layout.vocab_size:
+            raise ValueError(
+                f"the model's logits have {vocab} entries but the layout needs "
+                f"{layout.vocab_size} (layout.vocab_size); resize the backbone's vocabulary"
+            )
+        if modality is None:
+            allowed = torch.ones(vocab, dtype=torch.bool, device=device)
+            allowed[layout.vocab_size :] = False
+        else:
+            allowed = layout.logit_mask(modality, vocab_size=vocab, device=device)
+        allowed[layout.mask_id] = False
+        self.mask = allowed.logical_not()
+        self.ids = self.mask.nonzero().flatten()
+
+    def apply(self, flat: CandidateLogits) -> CandidateLogits:
+        """Set the banned logits to -inf, in place (`flat` is the sampler's own copy)."""
+        # a few columns (mask, head padding): fill them; a whole modality: one masked pass
+        if len(self.ids) <= 64:
+            return flat.index_fill_(-1, self.ids, -math.inf)
+        return flat.masked_fill_(self.mask, -math.inf)
 
 
 def _check_inputs(
