@@ -369,3 +369,19 @@ def test_threshold_planner_swaps_in_from_the_command_line() -> None:
     )
     sampler = parser.instantiate(cfg).model.sampler
     assert sampler.planner == ThresholdPlanner(0.8)
+
+
+def test_yaml_in_the_sampler_tutorial_builds_the_samplers() -> None:
+    page = (DOCS / "tutorials" / "swap-sampler.md").read_text()
+    full, swapped = (yaml.safe_load(snippet) for snippet in YAML_FENCE.findall(page))
+    sampler = build_sampler(full["model"]["sampler"])
+    assert sampler == MaskedDiffusionSampler(
+        planner=BlockPlanner(SchedulePlanner(CosineSchedule(), 256), 64),
+        scorer=EntropyScorer(),
+        penalty=TailPenalty(2.0),
+        choice=TokenChoice(top_p=0.9),
+        guidance=ClassifierFreeGuidance(2.0),
+    )
+    assert build_sampler(swapped["model"]["sampler"]).planner == BlockPlanner(
+        ThresholdPlanner(0.9), 64
+    )

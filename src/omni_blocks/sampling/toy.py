@@ -31,6 +31,11 @@ class MixtureDenoiser:
         mask_id: the id of `[MASK]`; positions holding it are hidden.
         vocab_size: the number of logits per position.
         floor: probability given to tokens no agreeing sequence holds (keeps logits finite).
+        logit_offset: added to every logit. The softmax ignores it, but Omni-Diffusion's
+            [`TailPenalty`][omni_blocks.sampling.penalties.TailPenalty] depends on the sign of
+            the logits: with the default 0 all logits are log-probabilities (negative), which
+            the penalty sharpens instead of flattening. A trained language model's likely
+            tokens have positive logits; an offset of about 10 imitates that.
 
     Raises:
         ValueError: `sequences` is empty, holds `mask_id`, or ids outside `[0, vocab_size)`.
@@ -53,6 +58,7 @@ class MixtureDenoiser:
         mask_id: int,
         vocab_size: int,
         floor: float = 1e-9,
+        logit_offset: float = 0.0,
     ) -> None:
         if sequences.numel() == 0:
             raise ValueError("sequences must hold at least one non-empty sequence")
@@ -64,6 +70,7 @@ class MixtureDenoiser:
         self.mask_id = mask_id
         self.vocab_size = vocab_size
         self.floor = floor
+        self.logit_offset = logit_offset
         self._one_hot = F.one_hot(self.sequences, vocab_size).float()
 
     def posterior(self, ids: TokenIds) -> Int[Tensor, "batch k"]:
@@ -85,7 +92,7 @@ class MixtureDenoiser:
         weights = self.posterior(ids).float()
         weights = weights / weights.sum(-1, keepdim=True)
         probs = einsum(weights, self._one_hot, "b k, k s v -> b s v")
-        return probs.clamp(min=self.floor).log()
+        return probs.clamp(min=self.floor).log() + self.logit_offset
 
     def matches(self, ids: TokenIds) -> Bool[Tensor, " batch"]:
         """Whether each row is exactly one of the data sequences."""
