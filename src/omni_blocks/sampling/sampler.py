@@ -108,7 +108,9 @@ class MaskedDiffusionSampler(Sampler):
                 must contain every masked position; blocks are counted over it, and
                 classifier-free guidance masks everything outside it.
             attention_mask: False at padding the model must ignore.
-            generator: makes sampling deterministic.
+            generator: makes sampling deterministic; it must live on the device of `ids`.
+                The sampler runs under `torch.no_grad()` and leaves the model's mode alone:
+                call `model.eval()` first so that dropout is off.
 
         Returns:
             The filled ids, the number of denoiser evaluations, and the trajectory: the step
@@ -182,6 +184,8 @@ class MaskedDiffusionSampler(Sampler):
                 trajectory.masked_fill_(chosen, global_step)
                 step = step + 1
                 bar.update(1)
+            bar.total = bar.n  # adaptive planners finish before their upper bound
+            bar.refresh()
 
         left = int((x == mask_id).sum())
         if left:
