@@ -218,8 +218,9 @@ class SchedulePlanner(UnmaskPlanner):
     ) -> RowSteps:
         """How many of the `remaining` masked candidates each row reveals at `step`."""
         t, s = self.times(step, num_steps)
-        schedule = self.noise_schedule
-        keep = schedule.mask_prob(s) / schedule.mask_prob(t).clamp(min=1e-12)
+        # one call for both times: each schedule call validates its input
+        mask_t, mask_s = self.noise_schedule.mask_prob(torch.stack([t, s]))
+        keep = mask_s / mask_t.clamp(min=1e-12)
         reveal = (1.0 - keep).clamp(0.0, 1.0)
         expected = remaining.to(reveal.dtype) * reveal
         if self.rounding == "floor":
