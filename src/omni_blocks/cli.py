@@ -40,6 +40,7 @@ def cli(args: list[str] | dict[str, Any] | None = None, *, run: bool = True) -> 
     return OmniCLI(
         OmniDiffusionModule,
         L.LightningDataModule,
+        subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
         args=args,

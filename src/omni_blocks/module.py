@@ -25,7 +25,7 @@ import math
 import os
 import typing
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from omni_blocks.data.collate import collate_sequences
+from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.loss import NORMALIZATIONS, Normalization, masked_diffusion_loss
 from omni_blocks.masking import Corruption, MaskStrategy, UniformMasking
 from omni_blocks.optim import AdamWConfig, ConstantLR, LRSchedule, OptimizerFactory
@@ -423,6 +426,91 @@ class OmniDiffusionModule(L.LightningModule):
                 # identical on every rank already: no further reduction
                 self.log(f"val/loss/{task}", s / n, sync_dist=False, rank_zero_only=False)
         self._val_task_sums = {}
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        template: TaskTemplate,
+        examples: Sequence[Mapping[str, Any]],
+        target_length: int | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+        sampler: Sampler | None = None,
+        progress: bool = False,
+    ) -> list[Any]:
+        """Generate the task's output for every example.
+
+        Builds each prompt with `template.prompt(example, target_length)` (the target region
+        holds `mask_id`, or known tokens for inpainting), batches them, lets the sampler
+        fill the masks restricted to `template.target_modality`, and parses each row's
+        target region with `template.parse` (text for text tasks, local codes otherwise).
+
+        Rows of a batch are aligned with padding that is neither attended nor generated, so
+        an example's output does not depend on the other examples of its batch (up to the
+        sampler's random draws).
+
+        Args:
+            template: the task's template (holds the layout and the text tokenizer).
+            examples: examples with the task's input keys.
+            target_length: positions of the target region (room for the response, its end
+                token and tail pads); image tasks default to the image's token count.
+            generator: makes sampling deterministic.
+            batch_size: examples per sampler call (default: all at once).
+            sampler: use this sampler instead of the module's.
+            progress: show a tqdm bar over batches.
+
+        Returns:
+            One parsed output per example, in order.
+
+        Raises:
+            ValueError: no sampler, or a template built for another layout.
+            DataError: a bad example (the message names its index).
+        """
+        sampler = sampler if sampler is not None else self.sampler
+        if sampler is None:
+            raise ValueError(
+                "the module has no sampler; pass sampler=... or build the module with one "
+                "(for example omni_blocks.sampling.omni_diffusion_sampler())"
+            )
+        if template.layout != self.layout:
+            raise ValueError(
+                f"the template's layout ({template.layout.describe()}) differs from the "
+                f"module's ({self.layout.describe()})"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be positive or None; got {batch_size}")
+        size = batch_size or max(1, len(examples))
+        starts = range(0, len(examples), size)
+        was_training = self.training
+        self.eval()
+        outputs: list[Any] = []
+        try:
+            for start in tqdm(starts, disable=not progress, desc=f"generate {template.name}"):
+                chunk = examples[start : start + size]
+                seqs = [
+                    template.prompt(example, target_length, index=start + i)
+                    for i, example in enumerate(chunk)
+                ]
+                batch = collate_sequences(seqs, self.layout, pad_targets=False)
+                ids = batch["input_ids"].to(self.device)
+                target = batch["maskable"].to(self.device)
+                attention = batch["attention_mask"].to(self.device)
+                result = sampler(
+                    self.backbone,
+                    ids,
+                    layout=self.layout,
+                    modality=template.target_modality,
+                    target=target,
+                    attention_mask=None if bool(attention.all()) else attention,
+                    generator=generator,
+                )
+                for row in range(len(seqs)):
+                    outputs.append(template.parse(result.ids[row][target[row]].cpu()))
+        finally:
+            self.train(was_training)
+        return outputs
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
