@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,16 @@ from omni_blocks.module import BatchError, OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
 from omni_blocks.schedules import AntitheticTimeSampler, CosineSchedule
 from omni_blocks.serialization import SerializationError
-from tiny_data import TASKS, CopyDataModule, collate, copy_examples, tiny_layout
+from tiny_data import (
+    TASKS,
+    CopyDataModule,
+    collate,
+    copy_examples,
+    digit_data,
+    digit_layout,
+    digit_tokenizer,
+    tiny_layout,
+)
 
 
 def tiny_backbone(vocab_size: int, **kwargs: Any) -> NativeTransformer:
@@ -50,6 +60,17 @@ class LossRecorder(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
     ) -> None:
         self.losses.append(float(outputs["loss"]))
+
+
+class StopAfter(Callback):
+    """Interrupts fitting after `steps` optimiser steps (like a preempted job)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
 
 
 def trainer(tmp_path: Path, max_steps: int, callbacks: list[Callback], **kwargs: Any) -> L.Trainer:
@@ -101,6 +122,45 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path: Path) -> None:
     trainer(tmp_path / "b", 10, [resumed]).fit(other_init, CopyDataModule(), ckpt_path=saved)
     assert len(full.losses) == 10 and len(resumed.losses) == 4
     assert resumed.losses == full.losses[6:]
+
+
+def digit_module(seed: int = 0) -> OmniDiffusionModule:
+    torch.manual_seed(seed)
+    layout = digit_layout(digit_tokenizer())
+    return OmniDiffusionModule(
+        tiny_backbone(layout.vocab_size),
+        layout,
+        mask_strategy=AttenuatedTailPadMasking(),
+        optimizer=AdamWConfig(lr=3e-3),
+        lr_schedule=WarmupCosine(warmup_steps=2),
+    )
+
+
+def test_resume_mid_epoch_with_the_omni_data_module(tmp_path: Path) -> None:
+    # captioning + ASR, 5 batches per epoch; the run is interrupted after 3 of its 8 steps
+    # (mid-epoch), as a preempted job would be, and resumed with the same configuration
+    full = LossRecorder()
+    trainer(tmp_path / "a", 8, [full]).fit(digit_module(), digit_data())
+    first = LossRecorder()
+    part = trainer(tmp_path / "b", 8, [first, StopAfter(3)])
+    part.fit(digit_module(), digit_data())
+    part.save_checkpoint(tmp_path / "mid.ckpt")
+    rest = LossRecorder()
+    trainer(tmp_path / "c", 8, [rest]).fit(
+        digit_module(seed=5), digit_data(), ckpt_path=tmp_path / "mid.ckpt"
+    )
+    assert len(full.losses) == 8
+    assert first.losses + rest.losses == full.losses
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_trains_on_cpu(tmp_path: Path, precision: str) -> None:
+    record = LossRecorder()
+    module = make_module()
+    trainer(tmp_path, 3, [record], precision=precision).fit(module, CopyDataModule())
+    assert len(record.losses) == 3 and all(math.isfinite(x) for x in record.losses)
+    expected = torch.bfloat16 if precision == "bf16-true" else torch.float32
+    assert module.backbone.lm_head.weight.dtype == expected
 
 
 def test_same_seed_same_draws_other_seed_other_draws() -> None:

@@ -1,4 +1,6 @@
-"""A tiny copy task in the batch format of `omni_blocks.data.collate_sequences`.
+"""Tiny data for the module tests: a copy task, and captioning + ASR of ten digits.
+
+The copy task is in the batch format of `omni_blocks.data.collate_sequences`.
 
 Rows are `prompt + target + tail pads`, where the target repeats the prompt's text ids; the
 prompt length varies, so rows are aligned with padding that is neither attended nor
@@ -15,6 +17,16 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from omni_blocks.data import (
+    AsrTemplate,
+    CaptionTemplate,
+    ChatFormat,
+    OmniDataModule,
+    TaskMixture,
+    TaskTemplate,
+    TemplateDataset,
+)
+from omni_blocks.tokenizers import TextTokenizer
 from omni_blocks.vocab import VocabLayout
 
 TASKS = ("copy", "echo")
@@ -91,3 +103,67 @@ class CopyDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader[Any]:
         return self._loader(self.val)
+
+
+# ---------------------------------------------------------------------------------- real tasks
+WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+IMAGE_TOKENS = 4
+
+
+@functools.lru_cache(maxsize=1)
+def digit_tokenizer() -> TextTokenizer:
+    """A small BPE tokenizer over the digit words (trained once per process)."""
+    texts = [f"the digit {w}" for w in WORDS] + WORDS
+    return TextTokenizer.train_bpe(texts * 5, vocab_size=300)
+
+
+def digit_layout(tok: TextTokenizer) -> VocabLayout:
+    eos = tok.token_id("<|endoftext|>")
+    return VocabLayout(
+        text_size=tok.codebook_size,
+        speech_size=16,
+        image_size=16,
+        special_ids={
+            "mask": tok.token_id("<|mask|>"),
+            "pad": eos,
+            "eos": eos,
+            "bos": tok.token_id("<|beginoftext|>"),
+        },
+    )
+
+
+def digit_examples() -> list[dict[str, Any]]:
+    """One example per digit: image and speech codes that identify it, and its words."""
+    return [
+        {
+            "id": f"d{d}",
+            "image_codes": torch.tensor([d, (d + 3) % 16, (2 * d) % 16, 15 - d]),
+            "speech_codes": torch.tensor([d, d, (d + 5) % 16]),
+            "caption": f"the digit {WORDS[d]}",
+            "text": WORDS[d],
+        }
+        for d in range(10)
+    ]
+
+
+def digit_templates(layout: VocabLayout, tok: TextTokenizer) -> dict[str, TaskTemplate]:
+    chat = ChatFormat(user_start="", user_end="", assistant_start="")
+    return {
+        "caption": CaptionTemplate(layout, tok, image_tokens=IMAGE_TOKENS, chat=chat),
+        "asr": AsrTemplate(layout, tok, chat=chat),
+    }
+
+
+def digit_data(batch_size: int = 4, seed: int = 0) -> OmniDataModule:
+    """Captioning + ASR over the ten digits, 1:1, as an `OmniDataModule`."""
+    tok = digit_tokenizer()
+    layout = digit_layout(tok)
+    templates = digit_templates(layout, tok)
+    examples = digit_examples()
+    mixture = TaskMixture(
+        {name: TemplateDataset(examples, t) for name, t in templates.items()},
+        {"caption": 1, "asr": 1},
+        seed=seed,
+    )
+    val = [templates["caption"].build(e) for e in examples[:4]]
+    return OmniDataModule(layout, mixture, val, batch_size=batch_size, seed=seed, extra_tail_pad=2)
