@@ -169,3 +169,50 @@ def test_evaluate_scores_generated_text(setup: Any) -> None:
     images = module.generate(t2i, examples[:3])
     mean = sum(len(c) for c in images) / 3
     assert evaluate(module, t2i, examples[:3], JudgeScore(Length())) == pytest.approx(mean)
+
+
+def test_generation_eval_logs_the_score_after_validation(tmp_path: Any) -> None:
+    import lightning as L
+
+    from omni_blocks.metrics import GenerationEval
+    from tiny_data import digit_data
+
+    tok = digit_tokenizer()
+    layout = digit_layout(tok)
+    templates = digit_templates(layout, tok)
+    examples = digit_examples()
+    torch.manual_seed(0)
+    module = OmniDiffusionModule(
+        NativeTransformer(
+            vocab_size=layout.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+        ),
+        layout,
+        sampler=GreedyOneShot(),
+    )
+    callback = GenerationEval(templates["asr"], examples, target_length=4, seed=3)
+    trainer = L.Trainer(
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        callbacks=[callback],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, digit_data(batch_size=10))  # 2 batches per epoch: 2 validations
+    logged = float(trainer.callback_metrics["val/asr/worderrorrate"])
+    again = evaluate(
+        module,
+        templates["asr"],
+        examples,
+        target_length=4,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert logged == pytest.approx(again)
