@@ -48,6 +48,16 @@ model:
   lr_schedule:
     class_path: omni_blocks.optim.WarmupCosine
     init_args: {warmup_steps: 1}
+  sampler:
+    class_path: omni_blocks.sampling.MaskedDiffusionSampler
+    init_args:
+      planner:
+        class_path: omni_blocks.sampling.SchedulePlanner
+        init_args: {num_steps: 8}
+      scorer:
+        class_path: omni_blocks.sampling.EntropyScorer
+      penalty:
+        class_path: omni_blocks.sampling.TailPenalty
 data:
   class_path: tiny_data.CopyDataModule
   init_args: {batch_size: 4}
@@ -83,6 +93,11 @@ def test_fit_from_yaml(tmp_path: Path) -> None:
     assert model.mask_strategy == AttenuatedTailPadMasking(pad_mask_ratio=0.6)
     assert model.lr_schedule == WarmupCosine(warmup_steps=1)
     assert run.trainer.optimizers[0].defaults["lr"] == 0.003
+    sampler = run.model.sampler
+    assert sampler.planner.num_steps == 8 and type(sampler.penalty).__name__ == "TailPenalty"
+    # the checkpointed configuration rebuilds the same sampler
+    rebuilt = type(run.model).from_config(dict(run.model.hparams))
+    assert rebuilt.sampler == sampler
     assert (tmp_path / "config.yaml").is_file()  # the resolved config next to the run
 
 
@@ -169,7 +184,7 @@ def test_trainer_sections_of_the_tutorial_parse() -> None:
     assert cpu["accelerator"] == "cpu" and ddp["strategy"] == "ddp"
     parser = ArgumentParser(exit_on_error=False)
     parser.add_argument("--strategy", type=Union[str, Strategy])  # noqa: UP007 (jsonargparse)
-    strategy = parser.instantiate_classes(parser.parse_object({"strategy": fsdp["strategy"]}))
+    strategy = parser.instantiate(parser.parse_object({"strategy": fsdp["strategy"]}))
     fsdp_strategy = strategy.strategy
     assert isinstance(fsdp_strategy, FSDPStrategy)
     assert fsdp_strategy.kwargs["auto_wrap_policy"]._module_classes == {DecoderLayer}
