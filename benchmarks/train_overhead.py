@@ -13,8 +13,9 @@ loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()
 Each round times `--steps` steps of each side after `--warmup` untimed steps (the timer
 starts at the first timed batch and stops after the last, so Trainer start-up is not
 counted; the Trainer's own work between batches is). Rounds alternate between the two
-sides; the script prints the median tokens/s of each, their ratio, and the largest
-difference between the two sides' losses (0 when both do exactly the same work).
+sides; the script prints the median tokens/s of each, their ratio, the median of the
+per-round ratios, and the largest difference between the two sides' losses (0 when both
+do exactly the same work).
 
 The Trainer runs with the logger, checkpointing and progress bar off (`--lightning-defaults`
 keeps Lightning's defaults: CSV/TensorBoard logger and progress bar).
@@ -244,6 +245,13 @@ def main() -> None:
         print(f"{name:>18}: {rate:>10,.0f} tokens/s (rounds: {spread})")
     ratio = median["Lightning Trainer"] / median["bare PyTorch loop"]
     print(f"{'Lightning / bare':>18}: {ratio:.3f}  (overhead {100 * (1 - ratio):+.1f}%)")
+    # each round runs both sides back to back: the median of the per-round ratios is less
+    # sensitive to load that drifts over the run (a shared machine) than the ratio of medians
+    paired = statistics.median(
+        pl / bare
+        for pl, bare in zip(rates["Lightning Trainer"], rates["bare PyTorch loop"], strict=True)
+    )
+    print(f"{'paired ratio':>18}: {paired:.3f}  (median over rounds of Lightning / bare)")
     print(f"{'max |loss diff|':>18}: {max_diff:.2e} (same batches, draws and updates)")
     if not math.isfinite(ratio):
         raise SystemExit("non-finite throughput")
