@@ -12,6 +12,7 @@ special-token roles: `<|endoftext|>` ends and pads, `<|mask|>` is the absorbing 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +51,15 @@ def build_tokenizers(
     *,
     image_codes: int = 64,
     speech_codes: int = 128,
-    text_vocab: int = 320,
+    text_vocab: int = 384,
+    extra_texts: Sequence[str] = (),
     progress: bool = False,
 ) -> Tokenizers:
-    """Train (or load from `workdir/tokenizers`) the tokenizers on the training split."""
+    """Train (or load from `workdir/tokenizers`) the tokenizers on the training split.
+
+    The BPE sees the corpus text plus `extra_texts` (instructions, chat markers), repeated so
+    that every word clears the minimum merge frequency.
+    """
     folder = workdir / "tokenizers" / f"img{image_codes}-sp{speech_codes}"
     if (folder / "image").exists() and (folder / "speech").exists():
         image = PatchVQTokenizer.load(folder / "image")
@@ -67,7 +73,7 @@ def build_tokenizers(
         image.save(folder / "image")
         speech.save(folder / "speech")
     # BPE training is deterministic and takes milliseconds: no cache needed.
-    text = TextTokenizer.train_bpe(all_texts() * 4, vocab_size=text_vocab)
+    text = TextTokenizer.train_bpe([*all_texts(), *extra_texts] * 4, vocab_size=text_vocab)
     layout = VocabLayout(
         text_size=text.codebook_size,
         speech_size=speech.codebook_size,
