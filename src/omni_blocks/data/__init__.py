@@ -1,5 +1,29 @@
-"""Data for the offline miniature corpus: speech synthesised with espeak-ng."""
+"""Task data: templates that turn examples into token sequences, collation, mixtures.
 
+- [`TaskSequence`][omni_blocks.data.sequence.TaskSequence]: global ids + the target region;
+- task templates ([`AsrTemplate`][omni_blocks.data.templates.AsrTemplate], ...,
+  [`InpaintingTemplate`][omni_blocks.data.templates.InpaintingTemplate]);
+- [`collate_sequences`][omni_blocks.data.collate.collate_sequences]: batches with tail pads;
+- [`tokenize_example`][omni_blocks.data.tokenize.tokenize_example]: raw pixels / audio ->
+  codes, checked per example;
+- the offline miniature corpus's speech, synthesised with espeak-ng.
+"""
+
+from omni_blocks.data.collate import TaskBatch, collate_sequences
+from omni_blocks.data.mixture import (
+    MixtureSampler,
+    OmniDataModule,
+    SequenceCollator,
+    TaskMixture,
+    TemplateDataset,
+)
+from omni_blocks.data.sequence import (
+    DataError,
+    TaskSequence,
+    describe_example,
+    render_sequence,
+    segment,
+)
 from omni_blocks.data.speech_synth import (
     DIGIT_WORDS,
     TEST_VOICES,
@@ -10,14 +34,53 @@ from omni_blocks.data.speech_synth import (
     spoken_words,
     synthesize_speech,
 )
+from omni_blocks.data.templates import (
+    AsrTemplate,
+    CaptionTemplate,
+    ChatFormat,
+    InpaintingTemplate,
+    SpeechToImageTemplate,
+    SpokenVqaTemplate,
+    TaskTemplate,
+    TextToImageTemplate,
+    TtsTemplate,
+    VqaTemplate,
+    build_all,
+)
+from omni_blocks.data.tokenize import tokenize_example, tokenize_examples
 
 __all__ = [
     "DIGIT_WORDS",
     "TEST_VOICES",
     "TRAIN_VOICES",
+    "AsrTemplate",
+    "CaptionTemplate",
+    "ChatFormat",
+    "DataError",
     "EspeakNotFoundError",
+    "InpaintingTemplate",
+    "MixtureSampler",
+    "OmniDataModule",
+    "SequenceCollator",
+    "SpeechToImageTemplate",
+    "SpokenVqaTemplate",
     "SpokenWord",
+    "TaskBatch",
+    "TaskMixture",
+    "TaskSequence",
+    "TaskTemplate",
+    "TemplateDataset",
+    "TextToImageTemplate",
+    "TtsTemplate",
+    "VqaTemplate",
+    "build_all",
+    "collate_sequences",
+    "describe_example",
     "espeak_available",
+    "render_sequence",
+    "segment",
     "spoken_words",
     "synthesize_speech",
+    "tokenize_example",
+    "tokenize_examples",
 ]

@@ -1,0 +1,147 @@
+"""Batching [`TaskSequence`][omni_blocks.data.sequence.TaskSequence]s with tail padding.
+
+The rule (Omni-Diffusion's, made explicit): every sequence ends with its target region, and
+the target continues with pad tokens (`layout.pad_id`, Dream's `<|endoftext|>`) up to the
+row length. Those pads are *targets*: the loss covers them, so the model learns that
+positions after the response are pad, which is how variable-length generation stops (at
+sampling time the target region is longer than the response and the model fills the rest
+with pads).
+
+For row `b` with `n_b` tokens:
+
+1. `extra_tail_pad` pads are appended to the target first: a fixed count, or a count drawn
+   uniformly from `[low, high]` per row (upstream: `U{1..16}` eos tokens per example, so
+   every response, even the longest in a batch, is followed by at least one pad);
+2. every row is then padded to the batch's longest row, rounded up to `pad_to_multiple_of`.
+   With `pad_targets=True` (the default) these pads are targets and attended, like the
+   extra ones; with `pad_targets=False` they are neither (`maskable` and `attention_mask`
+   False), as upstream's collator does for its alignment padding.
+
+`attention_mask` is True on every real token and on every target pad.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+import torch
+from torch import Tensor
+
+from omni_blocks.data.sequence import DataError, TaskSequence
+from omni_blocks.vocab import VocabLayout
+
+__all__ = ["TaskBatch", "collate_sequences"]
+
+
+class TaskBatch(TypedDict):
+    """A collated batch (a plain dict at run time).
+
+    Attributes:
+        input_ids: global ids, int64 `(batch, seq)`.
+        maskable: bool `(batch, seq)`, True on the target region and its tail pads.
+        attention_mask: bool `(batch, seq)`, True on real tokens and target pads.
+        task: the task name of each row.
+    """
+
+    input_ids: Tensor
+    maskable: Tensor
+    attention_mask: Tensor
+    task: list[str]
+
+
+def collate_sequences(
+    seqs: Sequence[TaskSequence],
+    layout: VocabLayout,
+    *,
+    pad_to_multiple_of: int | None = None,
+    extra_tail_pad: int | tuple[int, int] = 0,
+    pad_targets: bool = True,
+    max_length: int | None = None,
+    generator: torch.Generator | None = None,
+) -> TaskBatch:
+    """Stack sequences into a batch, padding each target's tail with `layout.pad_id`.
+
+    Args:
+        seqs: the sequences; each must end with its (non-empty) target region.
+        layout: gives `pad_id`.
+        pad_to_multiple_of: round the row length up to a multiple of this (tensor cores
+            like multiples of 8). None: the longest row's length.
+        extra_tail_pad: pads appended to each target before rows are aligned: an int, or an
+            inclusive range `(low, high)` drawn per row with `generator` (Omni-Diffusion:
+            `(1, 16)`).
+        pad_targets: whether the alignment pads are targets (see the module docstring).
+        max_length: the longest row allowed: pads beyond it are dropped (never real tokens);
+            a sequence that is itself longer raises `DataError`.
+        generator: random source for a ranged `extra_tail_pad`.
+
+    Returns:
+        `input_ids` (int64, `(batch, seq)`), `maskable` (bool: target region incl. tail
+        pads), `attention_mask` (bool), `task` (list of task names).
+
+    Raises:
+        DataError: an empty batch, a sequence whose target is not one block at its end, or
+            one longer than `max_length`.
+        ValueError: a bad `extra_tail_pad` or `pad_to_multiple_of`.
+    """
+    if not seqs:
+        raise DataError("collate_sequences got an empty batch")
+    low, high = _tail_range(extra_tail_pad)
+    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of must be positive or None, got {pad_to_multiple_of}")
+    for i, seq in enumerate(seqs):
+        if not seq.is_target_suffix():
+            raise DataError(
+                f"sequence {i} (task {seq.task!r}) has no target block at its end; collation "
+                "pads the tail of the target, so templates must put the target last"
+            )
+        if max_length is not None and len(seq) > max_length:
+            raise DataError(
+                f"sequence {i} (task {seq.task!r}) has {len(seq)} tokens, more than "
+                f"max_length={max_length}"
+            )
+    if high > low:
+        extra = torch.randint(low, high + 1, (len(seqs),), generator=generator).tolist()
+    else:
+        extra = [low] * len(seqs)
+    lengths = [len(s) + e for s, e in zip(seqs, extra, strict=True)]
+    width = max(lengths)
+    if pad_to_multiple_of is not None:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    if max_length is not None:
+        width = min(width, max_length)
+        lengths = [min(n, max_length) for n in lengths]
+
+    batch = len(seqs)
+    input_ids = torch.full((batch, width), layout.pad_id, dtype=torch.long)
+    maskable = torch.zeros((batch, width), dtype=torch.bool)
+    attention_mask = torch.zeros((batch, width), dtype=torch.bool)
+    for row, (seq, length) in enumerate(zip(seqs, lengths, strict=True)):
+        n = len(seq)
+        input_ids[row, :n] = seq.ids
+        maskable[row, :n] = seq.maskable
+        # target tail pads: the extra ones always, the alignment ones when pad_targets
+        end = width if pad_targets else length
+        maskable[row, n:end] = True
+        attention_mask[row, :end] = True
+    return TaskBatch(
+        input_ids=input_ids,
+        maskable=maskable,
+        attention_mask=attention_mask,
+        task=[seq.task for seq in seqs],
+    )
+
+
+def _tail_range(extra_tail_pad: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(extra_tail_pad, int):
+        low = high = extra_tail_pad
+    else:
+        if len(extra_tail_pad) != 2:
+            raise ValueError(f"extra_tail_pad must be an int or (low, high), got {extra_tail_pad}")
+        low, high = int(extra_tail_pad[0]), int(extra_tail_pad[1])
+    if low < 0 or high < low:
+        raise ValueError(
+            f"extra_tail_pad must be >= 0, or (low, high) with 0 <= low <= high; got "
+            f"{extra_tail_pad}"
+        )
+    return low, high
