@@ -169,12 +169,19 @@ def score_task(
     digits = [int(e["digit"]) for e in examples]
     if task == "tts":
         acc, _ = speech_accuracy(outputs, digits, tokenizers, word_judge)
-        return TaskResult(task, "intelligibility (speech judge)", acc, **common, generation=generation)
+        return TaskResult(
+            task, "intelligibility (speech judge)", acc, **common, generation=generation
+        )
     if task in ("t2i", "s2i", "inpainting"):
         acc, judged, _ = image_accuracy(outputs, digits, tokenizers, digit_judge)
         valid = float((judged >= 0).float().mean())
         return TaskResult(
-            task, "digit judge accuracy", acc, **common, extra={"valid": valid}, generation=generation
+            task,
+            "digit judge accuracy",
+            acc,
+            **common,
+            extra={"valid": valid},
+            generation=generation,
         )
     raise ValueError(f"unknown task {task!r}")
 
@@ -197,7 +204,9 @@ def t2i_s2i_agreement(
     codes_b = [torch.as_tensor(c).flatten() for c in s2i_outputs]
     tokens = tokenizers.image.tokens_per_item
     same_codes = [
-        float((x[:tokens] == y[:tokens]).float().sum()) / tokens if len(x) == len(y) == tokens else 0.0
+        float((x[:tokens] == y[:tokens]).float().sum()) / tokens
+        if len(x) == len(y) == tokens
+        else 0.0
         for x, y in zip(codes_a, codes_b, strict=True)
     ]
     return {

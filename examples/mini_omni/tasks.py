@@ -144,7 +144,9 @@ def _split_examples(
         for question in QUESTIONS:
             qa = {**base, "question": question, "answer": answer(question, label)}
             out["vqa"].append(qa)
-            for spoken in rng.sample(questions[question], k=min(pairings, len(questions[question]))):
+            for spoken in rng.sample(
+                questions[question], k=min(pairings, len(questions[question]))
+            ):
                 out["spoken_vqa"].append({**qa, "speech_codes": with_codes(spoken)})
         for spoken in rng.sample(commands[label], k=min(pairings, len(commands[label]))):
             out["s2i"].append({**base, "speech_codes": with_codes(spoken), "voice": spoken.voice})
@@ -174,7 +176,9 @@ def build_task_data(
     data.train["inpainting"] = []  # zero-shot: never trained
     text_tokens = max(
         len(tokenizers.text.encode(s))  # type: ignore[arg-type]
-        for s in [caption(d) for d in range(10)] + list(DIGIT_WORDS) + ["yes", "no"]
+        for s in [caption(d) for d in range(10)]
+        + list(DIGIT_WORDS)
+        + ["yes", "no"]
         + [u.text for u in corpus.utterances]
     )
     speech_tokens = max(len(e["speech_codes"]) for e in data.train["tts"])
