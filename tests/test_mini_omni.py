@@ -120,6 +120,8 @@ def test_word_error_rate() -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_tiny_run_produces_every_output_and_metric(tmp_path: Path) -> None:
+    pytest.importorskip("omni_blocks.module")  # until the module and sampler land on main
+    pytest.importorskip("omni_blocks.sampling.presets")
     from mini_omni.run import main
     from mini_omni.tasks import TASKS
 
