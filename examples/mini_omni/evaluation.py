@@ -91,20 +91,32 @@ def exact_match(refs: Sequence[str], hyps: Sequence[str]) -> float:
     return sum(hits) / max(len(hits), 1)
 
 
+def image_codes(output: Any, tokens: int) -> Tensor | None:
+    """The first `tokens` codes of a generated image, or `None` if it holds fewer.
+
+    An image has a fixed size, so codes written past it (where the end token belongs) are
+    ignored; an image cut short by an early end token is invalid.
+    """
+    codes = torch.as_tensor(output, dtype=torch.long).flatten()
+    return codes[:tokens] if codes.numel() >= tokens else None
+
+
 def as_images(outputs: Sequence[Any], tokenizers: Tokenizers) -> tuple[Tensor, Tensor]:
     """Decoded images `(n, 1, 8, 8)` and a validity flag per output.
 
-    An output with the wrong number of codes is invalid; it is drawn with its codes cut or
-    padded with code 0 (the blank background), and judged wrong.
+    An invalid output (too few codes) is drawn with its codes padded with code 0 (the blank
+    background), and judged wrong.
     """
     tokens = tokenizers.image.tokens_per_item
     rows, valid = [], []
-    for codes in outputs:
-        codes = torch.as_tensor(codes, dtype=torch.long).flatten()
-        valid.append(codes.numel() == tokens)
-        fixed = torch.zeros(tokens, dtype=torch.long)
-        fixed[: min(tokens, codes.numel())] = codes[:tokens]
-        rows.append(fixed)
+    for output in outputs:
+        codes = image_codes(output, tokens)
+        valid.append(codes is not None)
+        if codes is None:
+            codes = torch.zeros(tokens, dtype=torch.long)
+            partial = torch.as_tensor(output, dtype=torch.long).flatten()
+            codes[: partial.numel()] = partial
+        rows.append(codes)
     return tokenizers.image.decode(torch.stack(rows)), torch.tensor(valid)
 
 
@@ -200,15 +212,12 @@ def t2i_s2i_agreement(
     a, valid_a = as_images(t2i_outputs, tokenizers)
     b, valid_b = as_images(s2i_outputs, tokenizers)
     same_digit = (judge.predict(a) == judge.predict(b)) & valid_a & valid_b
-    codes_a = [torch.as_tensor(c).flatten() for c in t2i_outputs]
-    codes_b = [torch.as_tensor(c).flatten() for c in s2i_outputs]
     tokens = tokenizers.image.tokens_per_item
-    same_codes = [
-        float((x[:tokens] == y[:tokens]).float().sum()) / tokens
-        if len(x) == len(y) == tokens
-        else 0.0
-        for x, y in zip(codes_a, codes_b, strict=True)
-    ]
+    same_codes = []
+    for x, y in zip(t2i_outputs, s2i_outputs, strict=True):
+        cx, cy = image_codes(x, tokens), image_codes(y, tokens)
+        same = 0.0 if cx is None or cy is None else float((cx == cy).float().mean())
+        same_codes.append(same)
     return {
         "same digit": float(same_digit.float().mean()),
         "same codes": sum(same_codes) / max(len(same_codes), 1),

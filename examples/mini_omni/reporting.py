@@ -166,7 +166,7 @@ def write_report(
     corpus: Any,
 ) -> dict[str, Any]:
     """Write `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/` and `results.json`."""
-    from .evaluation import as_images, speech_waveforms
+    from .evaluation import as_images, image_codes, speech_waveforms
 
     diffusion, autoregressive = results["diffusion"], results["autoregressive"]
 
@@ -195,8 +195,8 @@ def write_report(
     tokens = tokenizers.image.tokens_per_item
     if gen.trajectories:
         for i in _first_per_digit(test["t2i"])[:4]:
-            codes_i = torch.as_tensor(gen.outputs[i]).flatten()
-            if codes_i.numel() == tokens:
+            codes_i = image_codes(gen.outputs[i], tokens)
+            if codes_i is not None:
                 step = gen.trajectories[i][:tokens]
                 digit = int(test["t2i"][i]["digit"])
                 trajectories.append((f"unmasking '{digit}'", codes_i, step))

@@ -28,6 +28,7 @@ What it does, in order (each step is a few lines below, in `main`):
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
@@ -41,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the `mini_omni` package i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
 
@@ -164,6 +166,7 @@ def fit(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
+        callbacks=[TQDMProgressBar()] if progress else [],
         num_sanity_val_steps=0,
     )
     start = time.time()
@@ -243,8 +246,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     progress = not args.no_progress
     torch.set_num_threads(args.threads)
     L.seed_everything(args.seed, verbose=False)
+    # Lightning's start-up chatter would hide the recipe's own progress lines.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", ".*but have no `validation_step`.*")
+    warnings.filterwarnings("ignore", ".*across ranks is zero.*")
+    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
     started = time.time()
     timings: dict[str, float] = {}
     out = args.out
@@ -421,3 +428,7 @@ def _draw(example: Example) -> str:
 def _outputs(result: TaskResult) -> list[Any]:
     assert result.generation is not None
     return result.generation.outputs
+
+
+if __name__ == "__main__":
+    main()
