@@ -177,3 +177,195 @@ def test_command_line_swap() -> None:
     model = parser.instantiate(cfg).model
     assert model.mask_strategy == SpanMasking(4.0)
     assert model.time_sampler == AntitheticTimeSampler()
+
+
+# ---------------------------------------------------------------------------------- samplers
+
+from omni_blocks import sampling  # noqa: E402
+from omni_blocks.sampling import (  # noqa: E402
+    BlockPlanner,
+    ClassifierFreeGuidance,
+    ConfidenceScorer,
+    EntropyScorer,
+    MaskedDiffusionSampler,
+    PositionPenalty,
+    Sampler,
+    SchedulePlanner,
+    TailPenalty,
+    ThresholdPlanner,
+    TokenChoice,
+    TokenChooser,
+    UnmaskPlanner,
+)
+from omni_blocks.sampling import choice as sampling_choice  # noqa: E402
+from omni_blocks.sampling import penalties as sampling_penalties  # noqa: E402
+from omni_blocks.sampling import planners as sampling_planners  # noqa: E402
+from omni_blocks.sampling import scorers as sampling_scorers  # noqa: E402
+
+
+class SamplerStandIn:
+    """Takes a sampler like `OmniDiffusionModule` does (YAML key `model.sampler`)."""
+
+    def __init__(self, sampler: Sampler = MaskedDiffusionSampler()) -> None:  # noqa: B008
+        self.sampler = sampler
+
+
+def build_sampler(config: dict[str, object]) -> Sampler:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(SamplerStandIn, "model")
+    cfg = parser.parse_object({"model": {"sampler": config}})
+    sampler = parser.instantiate(cfg).model.sampler
+    assert isinstance(sampler, MaskedDiffusionSampler)
+    return sampler
+
+
+SAMPLER_FIELD = {
+    ConfidenceScorer: "scorer",
+    PositionPenalty: "penalty",
+    UnmaskPlanner: "planner",
+    TokenChooser: "choice",
+}
+SAMPLER_CASES = [
+    (cls, protocol)
+    for module, protocol in (
+        (sampling_scorers, ConfidenceScorer),
+        (sampling_penalties, PositionPenalty),
+        (sampling_planners, UnmaskPlanner),
+        (sampling_choice, TokenChooser),
+    )
+    for cls in blocks(module, protocol)
+]
+
+
+def test_every_sampling_block_is_found() -> None:
+    assert {cls.__name__ for cls, _ in SAMPLER_CASES} == {
+        "MaxProbScorer",
+        "MarginScorer",
+        "EntropyScorer",
+        "RandomScorer",
+        "NoPenalty",
+        "TailPenalty",
+        "SchedulePlanner",
+        "FixedCountPlanner",
+        "ThresholdPlanner",
+        "BlockPlanner",
+        "TokenChoice",
+    }
+
+
+def class_path(cls: type) -> str:
+    """The public import path (`omni_blocks.sampling.X`), as users write it."""
+    assert getattr(sampling, cls.__name__) is cls
+    return f"omni_blocks.sampling.{cls.__name__}"
+
+
+@pytest.mark.parametrize(
+    ("cls", "protocol"), SAMPLER_CASES, ids=[c.__name__ for c, _ in SAMPLER_CASES]
+)
+def test_sampling_block_builds_from_class_path(cls: type, protocol: type) -> None:
+    key = SAMPLER_FIELD[protocol]
+    # scalar init_args only: nested blocks keep their defaults
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(cls)
+        if isinstance(f.default, (int, float, str, type(None)))
+    }
+    sampler = build_sampler(
+        {
+            "class_path": "omni_blocks.sampling.MaskedDiffusionSampler",
+            "init_args": {key: {"class_path": class_path(cls), "init_args": defaults}},
+        }
+    )
+    assert getattr(sampler, key) == cls()
+
+
+def test_a_whole_sampler_builds_from_nested_config() -> None:
+    config = {
+        "class_path": "omni_blocks.sampling.MaskedDiffusionSampler",
+        "init_args": {
+            "planner": {
+                "class_path": "omni_blocks.sampling.BlockPlanner",
+                "init_args": {
+                    "block_length": 16,
+                    "planner": {
+                        "class_path": "omni_blocks.sampling.SchedulePlanner",
+                        "init_args": {
+                            "schedule": {"class_path": "omni_blocks.schedules.CosineSchedule"},
+                            "num_steps": 32,
+                            "rounding": "ceil",
+                        },
+                    },
+                },
+            },
+            "scorer": {"class_path": "omni_blocks.sampling.EntropyScorer"},
+            "penalty": {
+                "class_path": "omni_blocks.sampling.TailPenalty",
+                "init_args": {"strength": 2.0},
+            },
+            "choice": {
+                "class_path": "omni_blocks.sampling.TokenChoice",
+                "init_args": {"top_p": 0.9},
+            },
+            "guidance": {"scale": 2.0},
+        },
+    }
+    assert build_sampler(config) == MaskedDiffusionSampler(
+        planner=BlockPlanner(SchedulePlanner(CosineSchedule(), 32, rounding="ceil"), 16),
+        scorer=EntropyScorer(),
+        penalty=TailPenalty(2.0),
+        choice=TokenChoice(top_p=0.9),
+        guidance=ClassifierFreeGuidance(2.0),
+    )
+
+
+def test_sampler_presets_round_trip_through_config() -> None:
+    for preset in (
+        sampling.dream_sampler(),
+        sampling.llada_sampler(guidance_scale=1.0),
+        sampling.fast_dllm_sampler(),
+        sampling.omni_diffusion_sampler(position_penalty=2.0, guidance_scale=2.0),
+        MaskedDiffusionSampler(planner=SchedulePlanner(CosineSchedule(), 8)),
+    ):
+        config = yaml.safe_load(yaml.safe_dump(sampling.to_config(preset)))
+        assert build_sampler(config) == preset
+
+
+def test_bad_sampler_init_args_are_rejected() -> None:
+    with pytest.raises(Exception, match=r"threshold|planner"):
+        build_sampler(
+            {
+                "class_path": "omni_blocks.sampling.MaskedDiffusionSampler",
+                "init_args": {
+                    "planner": {
+                        "class_path": "omni_blocks.sampling.ThresholdPlanner",
+                        "init_args": {"threshold": "high"},
+                    }
+                },
+            }
+        )
+    with pytest.raises(Exception, match="strength"):
+        build_sampler(
+            {
+                "class_path": "omni_blocks.sampling.MaskedDiffusionSampler",
+                "init_args": {
+                    "penalty": {
+                        "class_path": "omni_blocks.sampling.TailPenalty",
+                        "init_args": {"strength": 0.5},
+                    }
+                },
+            }
+        )
+
+
+def test_threshold_planner_swaps_in_from_the_command_line() -> None:
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(SamplerStandIn, "model")
+    cfg = parser.parse_args(
+        [
+            "--model.sampler=omni_blocks.sampling.MaskedDiffusionSampler",
+            "--model.sampler.planner=omni_blocks.sampling.ThresholdPlanner",
+            "--model.sampler.planner.threshold=0.8",
+        ]
+    )
+    sampler = parser.instantiate(cfg).model.sampler
+    assert sampler.planner == ThresholdPlanner(0.8)

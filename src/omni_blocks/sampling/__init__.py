@@ -1,5 +1,76 @@
-"""Samplers: confidence-ordered unmasking from pluggable scorers, penalties and planners."""
+"""Samplers: confidence-ordered unmasking from pluggable scorers, penalties and planners.
+
+[`MaskedDiffusionSampler`][omni_blocks.sampling.MaskedDiffusionSampler] fills the `[MASK]`
+positions of a sequence over several steps. What it unmasks, and when, is decided by small
+swappable blocks:
+
+- scorers ([`omni_blocks.sampling.scorers`][omni_blocks.sampling.scorers]): the confidence
+  of a position (max-prob, margin, entropy, random);
+- position penalties ([`omni_blocks.sampling.penalties`][omni_blocks.sampling.penalties]):
+  Omni-Diffusion's tail penalty;
+- planners ([`omni_blocks.sampling.planners`][omni_blocks.sampling.planners]): how many
+  positions per step (noise schedule, fixed count, Fast-dLLM threshold) and
+  semi-autoregressive blocks;
+- token choice ([`omni_blocks.sampling.choice`][omni_blocks.sampling.choice]): temperature,
+  top-k, top-p; classifier-free guidance
+  ([`omni_blocks.sampling.guidance`][omni_blocks.sampling.guidance]);
+- presets ([`omni_blocks.sampling.presets`][omni_blocks.sampling.presets]) that reproduce
+  Dream, LLaDA, Fast-dLLM and Omni-Diffusion, and
+  [`to_config`][omni_blocks.sampling.config.to_config] to write any of them as a
+  LightningCLI config.
+"""
 
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
+from omni_blocks.sampling.choice import TokenChoice, TokenChooser
+from omni_blocks.sampling.config import to_config
+from omni_blocks.sampling.guidance import ClassifierFreeGuidance
+from omni_blocks.sampling.penalties import NoPenalty, PositionPenalty, TailPenalty
+from omni_blocks.sampling.planners import (
+    BlockPlanner,
+    FixedCountPlanner,
+    SchedulePlanner,
+    ThresholdPlanner,
+    UnmaskPlanner,
+)
+from omni_blocks.sampling.presets import (
+    dream_sampler,
+    fast_dllm_sampler,
+    llada_sampler,
+    omni_diffusion_sampler,
+)
+from omni_blocks.sampling.sampler import MaskedDiffusionSampler
+from omni_blocks.sampling.scorers import (
+    ConfidenceScorer,
+    EntropyScorer,
+    MarginScorer,
+    MaxProbScorer,
+    RandomScorer,
+)
 
-__all__ = ["Denoiser", "SampleOutput", "Sampler"]
+__all__ = [
+    "BlockPlanner",
+    "ClassifierFreeGuidance",
+    "ConfidenceScorer",
+    "Denoiser",
+    "EntropyScorer",
+    "FixedCountPlanner",
+    "MarginScorer",
+    "MaskedDiffusionSampler",
+    "MaxProbScorer",
+    "NoPenalty",
+    "PositionPenalty",
+    "RandomScorer",
+    "SampleOutput",
+    "Sampler",
+    "SchedulePlanner",
+    "TailPenalty",
+    "ThresholdPlanner",
+    "TokenChoice",
+    "TokenChooser",
+    "UnmaskPlanner",
+    "dream_sampler",
+    "fast_dllm_sampler",
+    "llada_sampler",
+    "omni_diffusion_sampler",
+    "to_config",
+]
