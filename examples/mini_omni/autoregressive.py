@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from omni_blocks.backbones import NativeTransformer
+from omni_blocks.optim import AdamWConfig, ConstantLR, LRSchedule, OptimizerFactory
 from omni_blocks.vocab import Modality, VocabLayout
 
 
@@ -110,19 +111,21 @@ def greedy_decode(
 class AutoregressiveModule(L.LightningModule):
     """Teacher-forced training of a causal backbone on the diffusion model's batches.
 
+    Takes the same optimiser and learning-rate blocks as
+    [`OmniDiffusionModule`][omni_blocks.module.OmniDiffusionModule], so that both models
+    are optimised alike.
+
     Args:
         backbone: a `NativeTransformer` built with `causal=True, shift_logits=True`.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW weight decay.
-        warmup_steps: linear warm-up steps, then cosine decay to 10% over the run.
+        optimizer: builds the optimiser at fit time.
+        lr_schedule: the learning-rate multiplier per optimiser step.
     """
 
     def __init__(
         self,
         backbone: NativeTransformer,
-        lr: float = 1e-3,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 50,
+        optimizer: OptimizerFactory = AdamWConfig(),  # noqa: B008 (frozen dataclasses)
+        lr_schedule: LRSchedule = ConstantLR(),  # noqa: B008
     ) -> None:
         super().__init__()
         if not (backbone.causal and backbone.shift_logits):
@@ -131,9 +134,8 @@ class AutoregressiveModule(L.LightningModule):
                 "shift_logits=True)"
             )
         self.backbone = backbone
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
+        self.optimizer_factory = optimizer
+        self.lr_schedule = lr_schedule
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logits = self.backbone(batch["input_ids"], batch["attention_mask"])
@@ -142,21 +144,12 @@ class AutoregressiveModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        import math
-
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.lr, weight_decay=self.weight_decay, betas=(0.9, 0.98)
+        optimizer = self.optimizer_factory.build(self)
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = self.lr_schedule
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: schedule.factor(step, total)
         )
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = min(self.warmup_steps, total)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -1,22 +1,23 @@
 """Metrics of every task, computed on generated outputs.
 
-Text outputs are compared with the references (word error rate for ASR, exact match for
-captions and answers); generated images and speech are scored by the judges of
-`judges.py`, which were fitted on real data only. An image output that does not hold
-exactly one image's worth of codes, or an empty speech output, counts as wrong.
+Text outputs are compared with the references by the library's metrics (word error rate for
+ASR, exact match for captions and answers, both on normalised text); generated images and
+speech are scored by the judges of `judges.py`, which were fitted on real data only. An
+image output with fewer codes than an image, or an empty speech output, counts as wrong.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 from omni_blocks.data import TaskTemplate
+from omni_blocks.metrics import AnswerAccuracy, JudgeScore, WordErrorRate
 
 from .judges import DigitJudge, SpokenWordJudge
 from .tokenizing import Tokenizers
@@ -60,37 +61,6 @@ class TaskResult:
     generation: Generation | None = None
 
 
-def normalise(text: str) -> str:
-    """Lower case, punctuation removed, single spaces."""
-    return " ".join(re.sub(r"[^a-z0-9 ]+", " ", text.lower()).split())
-
-
-def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Levenshtein distance between two word sequences."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1]
-
-
-def word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus WER: total word edits over total reference words (after `normalise`)."""
-    errors = sum(
-        edit_distance(normalise(r).split(), normalise(h).split())
-        for r, h in zip(refs, hyps, strict=True)
-    )
-    words = sum(len(normalise(r).split()) for r in refs)
-    return errors / max(words, 1)
-
-
-def exact_match(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Fraction of outputs equal to their reference (after `normalise`)."""
-    hits = [normalise(r) == normalise(h) for r, h in zip(refs, hyps, strict=True)]
-    return sum(hits) / max(len(hits), 1)
-
-
 def image_codes(output: Any, tokens: int) -> Tensor | None:
     """The first `tokens` codes of a generated image, or `None` if it holds fewer.
 
@@ -120,16 +90,6 @@ def as_images(outputs: Sequence[Any], tokenizers: Tokenizers) -> tuple[Tensor, T
     return tokenizers.image.decode(torch.stack(rows)), torch.tensor(valid)
 
 
-def image_accuracy(
-    outputs: Sequence[Any], digits: Sequence[int], tokenizers: Tokenizers, judge: DigitJudge
-) -> tuple[float, Tensor, Tensor]:
-    """Judge accuracy of generated images, with the judged digit (-1 when invalid)."""
-    images, valid = as_images(outputs, tokenizers)
-    judged = torch.where(valid, judge.predict(images), torch.full_like(valid, -1, dtype=torch.long))
-    accuracy = float((judged == torch.tensor(list(digits))).float().mean())
-    return accuracy, judged, images
-
-
 def speech_waveforms(outputs: Sequence[Any], tokenizers: Tokenizers) -> list[Tensor | None]:
     """Griffin-Lim waveforms of generated speech codes (`None` for an empty output)."""
     out: list[Tensor | None] = []
@@ -144,19 +104,56 @@ def speech_waveforms(outputs: Sequence[Any], tokenizers: Tokenizers) -> list[Ten
     return out
 
 
-def speech_accuracy(
-    outputs: Sequence[Any], digits: Sequence[int], tokenizers: Tokenizers, judge: SpokenWordJudge
-) -> tuple[float, list[Tensor | None]]:
-    """Intelligibility: how often the speech judge hears the intended digit word."""
-    waves = speech_waveforms(outputs, tokenizers)
-    present = [w for w in waves if w is not None]
-    judged = judge.predict(present).tolist() if present else []
-    hits, k = 0, 0
-    for wave, digit in zip(waves, digits, strict=True):
-        if wave is not None:
-            hits += int(judged[k] == digit)
-            k += 1
-    return hits / max(len(digits), 1), waves
+@dataclass
+class ImageJudgeScore:
+    """A [`Judge`][omni_blocks.metrics.Judge]: 1 when the digit judge sees the asked digit.
+
+    Outputs are image codes; they are decoded by the image tokenizer and classified by the
+    digit judge (trained on real images). An invalid output scores 0.
+    """
+
+    judge: DigitJudge
+    tokenizers: Tokenizers
+
+    def score(self, outputs: Sequence[Any], examples: Sequence[Example]) -> Tensor:
+        images, valid = as_images(outputs, self.tokenizers)
+        digits = torch.tensor([int(e["digit"]) for e in examples])
+        return ((self.judge.predict(images) == digits) & valid).float()
+
+
+@dataclass
+class SpeechJudgeScore:
+    """A [`Judge`][omni_blocks.metrics.Judge]: 1 when the speech judge hears the asked word.
+
+    Outputs are speech codes, turned into waveforms by the speech tokenizer (Griffin-Lim)
+    and classified by the spoken-word judge (trained on real espeak-ng audio). An empty
+    output scores 0.
+    """
+
+    judge: SpokenWordJudge
+    tokenizers: Tokenizers
+
+    def score(self, outputs: Sequence[Any], examples: Sequence[Example]) -> Tensor:
+        waves = speech_waveforms(outputs, self.tokenizers)
+        present = [i for i, w in enumerate(waves) if w is not None]
+        scores = torch.zeros(len(outputs))
+        if present:
+            heard = self.judge.predict([waves[i] for i in present])
+            for k, i in enumerate(present):
+                scores[i] = float(int(heard[k]) == int(examples[i]["digit"]))
+        return scores
+
+
+METRIC_NAMES = {
+    "asr": "WER (lower is better)",
+    "caption": "exact match",
+    "vqa": "exact match",
+    "spoken_vqa": "exact match",
+    "tts": "intelligibility (speech judge)",
+    "t2i": "digit judge accuracy",
+    "s2i": "digit judge accuracy",
+    "inpainting": "digit judge accuracy",
+}
 
 
 def score_task(
@@ -168,34 +165,41 @@ def score_task(
     digit_judge: DigitJudge,
     word_judge: SpokenWordJudge,
 ) -> TaskResult:
-    """The metric of `task` on `generation` (outputs aligned with `examples`)."""
+    """The metric of `task` on `generation` (outputs aligned with `examples`).
+
+    Text tasks use the library's torchmetrics (word error rate, answer accuracy on
+    normalised text); image and speech tasks a `JudgeScore` with the judges above.
+    """
     outputs = generation.outputs
-    common = {"n": len(examples), "nfe": generation.nfe, "seconds": generation.seconds}
+    metric: Metric
     if task == "asr":
-        wer = word_error_rate([e["text"] for e in examples], outputs)
-        return TaskResult(task, "WER (lower is better)", wer, **common, generation=generation)
-    if task in ("caption", "vqa", "spoken_vqa"):
+        metric = WordErrorRate()
+        metric.update([str(o) for o in outputs], [e["text"] for e in examples])
+    elif task in ("caption", "vqa", "spoken_vqa"):
         key = "caption" if task == "caption" else "answer"
-        acc = exact_match([e[key] for e in examples], outputs)
-        return TaskResult(task, "exact match", acc, **common, generation=generation)
-    digits = [int(e["digit"]) for e in examples]
-    if task == "tts":
-        acc, _ = speech_accuracy(outputs, digits, tokenizers, word_judge)
-        return TaskResult(
-            task, "intelligibility (speech judge)", acc, **common, generation=generation
-        )
+        metric = AnswerAccuracy()
+        metric.update([str(o) for o in outputs], [e[key] for e in examples])
+    elif task == "tts":
+        metric = JudgeScore(SpeechJudgeScore(word_judge, tokenizers))
+        metric.update(outputs, examples)
+    elif task in ("t2i", "s2i", "inpainting"):
+        metric = JudgeScore(ImageJudgeScore(digit_judge, tokenizers))
+        metric.update(outputs, examples)
+    else:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(METRIC_NAMES)}")
+    extra = {}
     if task in ("t2i", "s2i", "inpainting"):
-        acc, judged, _ = image_accuracy(outputs, digits, tokenizers, digit_judge)
-        valid = float((judged >= 0).float().mean())
-        return TaskResult(
-            task,
-            "digit judge accuracy",
-            acc,
-            **common,
-            extra={"valid": valid},
-            generation=generation,
-        )
-    raise ValueError(f"unknown task {task!r}")
+        extra["valid"] = float(as_images(outputs, tokenizers)[1].float().mean())
+    return TaskResult(
+        task,
+        METRIC_NAMES[task],
+        float(metric.compute()),
+        n=len(examples),
+        nfe=generation.nfe,
+        seconds=generation.seconds,
+        extra=extra,
+        generation=generation,
+    )
 
 
 def t2i_s2i_agreement(
