@@ -201,6 +201,7 @@ from omni_blocks.sampling import choice as sampling_choice  # noqa: E402
 from omni_blocks.sampling import penalties as sampling_penalties  # noqa: E402
 from omni_blocks.sampling import planners as sampling_planners  # noqa: E402
 from omni_blocks.sampling import scorers as sampling_scorers  # noqa: E402
+from omni_blocks.serialization import block_config  # noqa: E402
 
 
 class SamplerStandIn:
@@ -326,7 +327,7 @@ def test_sampler_presets_round_trip_through_config() -> None:
         sampling.omni_diffusion_sampler(position_penalty=2.0, guidance_scale=2.0),
         MaskedDiffusionSampler(planner=SchedulePlanner(CosineSchedule(), 8)),
     ):
-        config = yaml.safe_load(yaml.safe_dump(sampling.to_config(preset)))
+        config = yaml.safe_load(yaml.safe_dump(block_config(preset)))
         assert build_sampler(config) == preset
 
 

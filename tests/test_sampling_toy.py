@@ -1,4 +1,4 @@
-"""The exact mixture denoiser, trajectory pictures and `to_config`."""
+"""The exact mixture denoiser and trajectory pictures."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from omni_blocks.sampling import (
     SchedulePlanner,
     ThresholdPlanner,
     TokenChoice,
-    to_config,
 )
 from omni_blocks.sampling.toy import MixtureDenoiser
 from omni_blocks.sampling.trajectory import render_trajectory
@@ -99,15 +98,3 @@ def test_render_trajectory_rejects_bad_shapes() -> None:
         render_trajectory(torch.arange(5), shape=(2, 3))
     with pytest.raises(ValueError, match="labels"):
         render_trajectory(torch.arange(3), labels=["a"])
-
-
-def test_to_config_writes_class_paths() -> None:
-    config = to_config(MaskedDiffusionSampler(planner=ThresholdPlanner(0.8)))
-    assert config["class_path"] == "omni_blocks.sampling.sampler.MaskedDiffusionSampler"
-    planner = config["init_args"]["planner"]
-    assert planner == {
-        "class_path": "omni_blocks.sampling.planners.ThresholdPlanner",
-        "init_args": {"threshold": 0.8},
-    }
-    with pytest.raises(TypeError, match="Tensor"):
-        to_config(torch.zeros(2))
