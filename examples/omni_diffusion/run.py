@@ -301,9 +301,10 @@ def dry_run(
     Writes the stand-ins under `workdir/models`, the manifests under
     `workdir/data/omni_diffusion`, and runs each stage with `workdir` as the working
     directory, so checkpoints land in `workdir/checkpoints/omni_diffusion/stageN/` where
-    the next stage's `init_from` finds them. Finally loads stage 3's config with its last
-    checkpoint (as `generate` does) and generates one output per task (the trained tasks
-    and zero-shot inpainting) into `workdir/outputs`.
+    the next stage's `init_from` finds them. Finally checks that stage 3's `last.ckpt`
+    holds the fitted weights and generates one output per task (the trained tasks and
+    zero-shot inpainting) into `workdir/outputs`, with upstream's per-task settings capped
+    at `sample_steps` steps and 8 positions for text and speech.
 
     Raises:
         RuntimeError: a stage did not train `steps` steps or wrote no `last.ckpt`, or a task
@@ -337,12 +338,15 @@ def dry_run(
                 "init_from": run.model.init_from,
                 "seconds": time.perf_counter() - began,
             }
-        final = load_stage(
-            CONFIGS / "stage3.yaml",
-            overrides,
-            ckpt=Path(CHECKPOINTS) / "stage3" / "last.ckpt",
-        )
-        data = final.datamodule
+        # Generation uses stage 3 as fitted; its last.ckpt holds the same weights (checked),
+        # which is what `generate` loads with load_stage(config, ckpt=...).
+        state = torch.load(
+            Path(CHECKPOINTS) / "stage3" / "last.ckpt", map_location="cpu", weights_only=True
+        )["state_dict"]
+        model = run.model
+        if any(not torch.equal(v.cpu(), state[k]) for k, v in model.state_dict().items()):
+            raise RuntimeError("stage3/last.ckpt differs from the fitted stage 3 model")
+        data = run.datamodule
         assert isinstance(data, ManifestDataModule)
         datasets = dict(zip(data.train.names, data.train.datasets, strict=True))
         tasks = [*datasets, "inpainting"]
@@ -352,9 +356,7 @@ def dry_run(
             example = source.example(0)
             if task == "inpainting":
                 example = inpainting_example(example)
-            (output,) = generate(
-                final.model, data, task, [example], max_steps=sample_steps, max_length=8
-            )
+            (output,) = generate(model, data, task, [example], max_steps=sample_steps, max_length=8)
             report.outputs[task] = save_output(
                 output, task, templates[task], data, workdir / "outputs"
             )
@@ -382,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen.add_argument("--config", type=Path, default=CONFIGS / "stage3.yaml")
     gen.add_argument("--out", type=Path, default=Path("outputs/omni_diffusion"))
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gen.add_argument("--max-steps", type=int, help="cap on the task's sampling steps")
     gen.add_argument("overrides", nargs="*", help="config overrides, e.g. --data.init_args...")
     args, extra = parser.parse_known_args(argv)
 
@@ -402,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         example = read_example(data, args.task, json.loads(args.example), Path.cwd())
         if args.task == "inpainting":
             example = inpainting_example(example)
-        (output,) = generate(module, data, args.task, [example])
+        (output,) = generate(module, data, args.task, [example], max_steps=args.max_steps)
         path = save_output(output, args.task, task_templates(data)[args.task], data, args.out)
         print(output if isinstance(output, str) else f"wrote {path}")
         return 0
