@@ -17,6 +17,7 @@ import torch
 import yaml
 
 from omni_blocks.cli import OmniCLI
+from omni_blocks.data import DataError
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.sampling import omni_diffusion_sampler
 from omni_blocks.vocab import VocabLayout
@@ -60,9 +61,9 @@ def parse(stage: str) -> Any:
     return run.config
 
 
-def recipe_module() -> ModuleType:
-    """examples/omni_diffusion/run.py, imported under a name no other example uses."""
-    spec = importlib.util.spec_from_file_location("omni_diffusion_run", RECIPE / "run.py")
+def recipe_module(name: str = "run") -> ModuleType:
+    """examples/omni_diffusion/<name>.py, imported under a name no other example uses."""
+    spec = importlib.util.spec_from_file_location(f"omni_diffusion_{name}", RECIPE / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while being defined
@@ -215,3 +216,38 @@ def test_image_outputs_are_decoded_to_png(tmp_path: Path) -> None:
     assert Image.open(png).size == (8, 8)
     codes = recipe.save_output(torch.arange(5), "s2i", template, Data(), tmp_path / "out")  # type: ignore[arg-type]
     assert codes.suffix == ".npy"
+
+
+def test_prepare_writes_the_codes_the_data_module_computes(tmp_path: Path) -> None:
+    from omni_blocks.data import load_example, read_manifest
+    from omni_blocks.tokenizers import GLM4VoiceTokenizer, PretrainedMagvitV2
+
+    recipe = recipe_module()
+    prepare = recipe_module("prepare")
+    image = PretrainedMagvitV2(str(recipe.standins.tiny_magvit(tmp_path / "magvit")))
+    speech = GLM4VoiceTokenizer(str(recipe.standins.tiny_glm4voice(tmp_path / "glm")))
+    manifests = recipe.standins.write_manifests(tmp_path, VocabLayout.omni_diffusion())
+    source = manifests["s2i"]  # audio files (one at 22.05 kHz), images, codes, a .npy
+    target = tmp_path / "prepared" / "s2i.jsonl"
+    report = prepare.prepare(
+        source, target, image_tokenizer=image, speech_tokenizer=speech, batch_size=3
+    )
+    raw, done = read_manifest(source), read_manifest(target)
+    assert report.written == len(raw) == len(done) and report.skipped == 0
+    for before, after in zip(raw, done, strict=True):
+        assert "image" not in after and "audio" not in after
+        expected = load_example(
+            before, base=source.parent, image_tokenizer=image, speech_tokenizer=speech
+        )
+        again = load_example(after, base=target.parent)
+        for key in ("image_codes", "speech_codes"):
+            assert torch.equal(again[key], expected[key]), (before.get("id"), key)
+    # a missing file stops the run with its line, or is skipped and counted
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"image": "nowhere.png", "caption": "x"}) + "\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl:1: .*nowhere\.png does not exist"):
+        prepare.prepare(bad, tmp_path / "out.jsonl", image_tokenizer=image, progress=False)
+    skipped = prepare.prepare(
+        bad, tmp_path / "out.jsonl", image_tokenizer=image, skip_errors=True, progress=False
+    )
+    assert (skipped.written, skipped.skipped) == (0, 1)
