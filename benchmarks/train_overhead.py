@@ -13,8 +13,10 @@ loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()
 Each round times `--steps` steps of each side after `--warmup` untimed steps (the timer
 starts at the first timed batch and stops after the last, so Trainer start-up is not
 counted; the Trainer's own work between batches is). Rounds alternate between the two
-sides; the script prints the median tokens/s of each, their ratio, and the largest
-difference between the two sides' losses (0 when both do exactly the same work).
+sides; the script prints the median tokens/s of each (wall clock, and per CPU-second of
+the process, which other processes on a shared machine do not inflate), their ratio, the
+median of the per-round ratios, and the largest difference between the two sides' losses
+(0 when both do exactly the same work).
 
 The Trainer runs with the logger, checkpointing and progress bar off (`--lightning-defaults`
 keeps Lightning's defaults: CSV/TensorBoard logger and progress bar).
@@ -71,18 +73,27 @@ def make_batches(
     return out
 
 
+def clocks() -> tuple[float, float]:
+    """(wall time, CPU time of this process)."""
+    return time.perf_counter(), time.process_time()
+
+
+def elapsed(start: tuple[float, float], stop: tuple[float, float]) -> tuple[float, float]:
+    return stop[0] - start[0], stop[1] - start[1]
+
+
 class Timer(Callback):
     """Wall time from the start of batch `warmup` to the end of the last batch."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup = warmup
-        self.start = 0.0
-        self.stop = 0.0
+        self.start = (0.0, 0.0)
+        self.stop = (0.0, 0.0)
         self.losses: list[float] = []
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
+            self.start = clocks()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any
@@ -90,7 +101,7 @@ class Timer(Callback):
         self.losses.append(float(outputs["loss"]))
         if str(module.device).startswith("cuda"):
             torch.cuda.synchronize()
-        self.stop = time.perf_counter()
+        self.stop = clocks()
 
 
 def run_lightning(
@@ -117,7 +128,7 @@ def run_lightning(
             default_root_dir=root,
         )
         trainer.fit(module, train_dataloaders=loader)
-    return timer.stop - timer.start, timer.losses
+    return elapsed(timer.start, timer.stop), timer.losses
 
 
 def run_bare(
@@ -137,13 +148,13 @@ def run_bare(
         optimizer, lambda step: module.lr_schedule.factor(step, total)
     )
     losses: list[float] = []
-    start = 0.0
+    start = (0.0, 0.0)
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(loader):
         if step == total:
             break
         if step == warmup:
-            start = time.perf_counter()
+            start = clocks()
         ids = batch["input_ids"].to(device)
         maskable = batch["maskable"].to(device)
         attention = batch["attention_mask"].to(device)
@@ -165,7 +176,7 @@ def run_bare(
         losses.append(float(loss))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-    return time.perf_counter() - start, losses
+    return elapsed(start, clocks()), losses
 
 
 def main() -> None:
@@ -225,25 +236,43 @@ def main() -> None:
         f"{args.steps} timed steps after {args.warmup} warm-up, {args.rounds} rounds; "
         f"device {args.device}, {args.threads} thread(s)"
     )
-    rates: dict[str, list[float]] = {"bare PyTorch loop": [], "Lightning Trainer": []}
+    sides = ("bare PyTorch loop", "Lightning Trainer")
+    # wall-clock and CPU-time rates: on a shared machine other processes slow the wall clock
+    # of both sides unevenly, while the CPU time of this (single-threaded) process counts
+    # only its own work, Lightning's included
+    rates: dict[str, dict[str, list[float]]] = {
+        clock: {side: [] for side in sides} for clock in ("wall", "cpu")
+    }
     max_diff = 0.0
     for _ in range(args.rounds):
-        seconds, bare_losses = run_bare(
+        (wall, cpu), bare_losses = run_bare(
             fresh_module(), loader, args.steps, args.warmup, args.device
         )
-        rates["bare PyTorch loop"].append(tokens / seconds)
-        seconds, pl_losses = run_lightning(
+        rates["wall"][sides[0]].append(tokens / wall)
+        rates["cpu"][sides[0]].append(tokens / cpu)
+        (wall, cpu), pl_losses = run_lightning(
             fresh_module(), loader, args.steps, args.warmup, args.device, args.lightning_defaults
         )
-        rates["Lightning Trainer"].append(tokens / seconds)
+        rates["wall"][sides[1]].append(tokens / wall)
+        rates["cpu"][sides[1]].append(tokens / cpu)
         diffs = [abs(a - b) for a, b in zip(bare_losses, pl_losses, strict=True)]
         max_diff = max(max_diff, *diffs)
-    median = {name: statistics.median(r) for name, r in rates.items()}
-    for name, rate in median.items():
-        spread = ", ".join(f"{r:,.0f}" for r in rates[name])
-        print(f"{name:>18}: {rate:>10,.0f} tokens/s (rounds: {spread})")
-    ratio = median["Lightning Trainer"] / median["bare PyTorch loop"]
-    print(f"{'Lightning / bare':>18}: {ratio:.3f}  (overhead {100 * (1 - ratio):+.1f}%)")
+    ratio = float("nan")
+    for clock, unit in (("wall", "tokens/s"), ("cpu", "tokens per CPU-second")):
+        print(f"-- {clock} clock")
+        median = {side: statistics.median(r) for side, r in rates[clock].items()}
+        for side, rate in median.items():
+            spread = ", ".join(f"{r:,.0f}" for r in rates[clock][side])
+            print(f"{side:>18}: {rate:>10,.0f} {unit} (rounds: {spread})")
+        ratio = median[sides[1]] / median[sides[0]]
+        print(f"{'Lightning / bare':>18}: {ratio:.3f}  (overhead {100 * (1 - ratio):+.1f}%)")
+        # both sides of a round run back to back: the median of per-round ratios is less
+        # sensitive to load that drifts over the run than the ratio of the medians
+        paired = statistics.median(
+            pl / bare
+            for pl, bare in zip(rates[clock][sides[1]], rates[clock][sides[0]], strict=True)
+        )
+        print(f"{'paired ratio':>18}: {paired:.3f}  (median over rounds of Lightning / bare)")
     print(f"{'max |loss diff|':>18}: {max_diff:.2e} (same batches, draws and updates)")
     if not math.isfinite(ratio):
         raise SystemExit("non-finite throughput")

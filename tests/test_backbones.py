@@ -200,6 +200,49 @@ def test_the_bidirectionality_check_detects_a_causal_model(hf: HFBackbone) -> No
     assert hf.is_bidirectional()
 
 
+def causal_net(dream_dir: Path) -> NativeTransformer:
+    net = NativeTransformer.from_pretrained(dream_dir, shift_logits=False).eval()
+    net.causal = True
+    return net
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_causal_attention_ignores_later_tokens(dream_dir: Path, padded: bool) -> None:
+    net = causal_net(dream_dir)
+    x = ids(batch=1, seq=6)
+    y = x.clone()
+    y[0, 4] = (x[0, 4] + 1) % VOCAB
+    mask = torch.ones_like(x, dtype=torch.bool) if padded else None
+    with torch.no_grad():
+        lx, ly = net(x, mask), net(y, mask)
+    torch.testing.assert_close(lx[0, :4], ly[0, :4], atol=1e-6, rtol=1e-6)
+    assert (lx[0, 4:] - ly[0, 4:]).abs().max() > 1e-4  # the changed token and after do change
+
+
+def test_causal_attention_with_padding_matches_no_padding(dream_dir: Path) -> None:
+    net = causal_net(dream_dir)
+    real = ids(batch=1, seq=5, seed=3)
+    padded = torch.cat([torch.full((1, 2), 7), real, torch.full((1, 2), 9)], 1)
+    mask = torch.zeros_like(padded, dtype=torch.bool)
+    mask[0, 2:7] = True
+    with torch.no_grad():
+        alone = net(real)[0]
+        out = net(padded, mask)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[0, 2:7], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_causal_flag_round_trips_through_save(dream_dir: Path, tmp_path: Path) -> None:
+    net = causal_net(dream_dir)
+    folder = net.save_pretrained(tmp_path / "ar")
+    assert json.loads((folder / "config.json").read_text())["is_causal"] is True
+    again = NativeTransformer.from_pretrained(folder)
+    assert again.causal
+    x = ids(batch=1, seq=6)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), net(x))
+
+
 @pytest.mark.parametrize("which", ["native", "hf"])
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_padding_is_ignored(which: str, side: str, request: pytest.FixtureRequest) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import pytest
 import torch
@@ -47,6 +48,16 @@ model:
   lr_schedule:
     class_path: omni_blocks.optim.WarmupCosine
     init_args: {warmup_steps: 1}
+  sampler:
+    class_path: omni_blocks.sampling.MaskedDiffusionSampler
+    init_args:
+      planner:
+        class_path: omni_blocks.sampling.SchedulePlanner
+        init_args: {num_steps: 8}
+      scorer:
+        class_path: omni_blocks.sampling.EntropyScorer
+      penalty:
+        class_path: omni_blocks.sampling.TailPenalty
 data:
   class_path: tiny_data.CopyDataModule
   init_args: {batch_size: 4}
@@ -82,6 +93,11 @@ def test_fit_from_yaml(tmp_path: Path) -> None:
     assert model.mask_strategy == AttenuatedTailPadMasking(pad_mask_ratio=0.6)
     assert model.lr_schedule == WarmupCosine(warmup_steps=1)
     assert run.trainer.optimizers[0].defaults["lr"] == 0.003
+    sampler = run.model.sampler
+    assert sampler.planner.num_steps == 8 and type(sampler.penalty).__name__ == "TailPenalty"
+    # the checkpointed configuration rebuilds the same sampler
+    rebuilt = type(run.model).from_config(dict(run.model.hparams))
+    assert rebuilt.sampler == sampler
     assert (tmp_path / "config.yaml").is_file()  # the resolved config next to the run
 
 
@@ -146,3 +162,42 @@ def test_layout_too_big_for_the_backbone_is_named(tmp_path: Path) -> None:
     path = write_config(tmp_path, **{"model.backbone.init_args.vocab_size": 50})
     with pytest.raises(ValueError, match="vocab_size >= 80"):
         cli(["--config", str(path)], run=False)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+YAML_FENCE = re.compile(r"^```yaml\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+def doc_yaml(page: str) -> list[dict[str, Any]]:
+    return [yaml.safe_load(block) for block in YAML_FENCE.findall((DOCS / page).read_text())]
+
+
+def test_trainer_sections_of_the_tutorial_parse() -> None:
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.strategies import FSDPStrategy, Strategy
+
+    from omni_blocks.backbones.native import DecoderLayer
+
+    sections = [block["trainer"] for block in doc_yaml("tutorials/multi-gpu.md")]
+    assert len(sections) == 3
+    cpu, ddp, fsdp = sections
+    assert cpu["accelerator"] == "cpu" and ddp["strategy"] == "ddp"
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--strategy", type=Union[str, Strategy])  # noqa: UP007 (jsonargparse)
+    strategy = parser.instantiate(parser.parse_object({"strategy": fsdp["strategy"]}))
+    fsdp_strategy = strategy.strategy
+    assert isinstance(fsdp_strategy, FSDPStrategy)
+    assert fsdp_strategy.kwargs["auto_wrap_policy"]._module_classes == {DecoderLayer}
+
+
+def test_model_sections_of_the_concept_page_parse(tmp_path: Path) -> None:
+    optim, stage2 = doc_yaml("concepts/module.md")
+    config = yaml.safe_load(CONFIG)
+    config["model"].update(optim["model"])
+    config["model"]["init_from"] = stage2["model"]["init_from"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = cli(["--config", str(path)], run=False)
+    assert run.model.lr_schedule == WarmupCosine(warmup_ratio=0.03)
+    assert run.model.optimizer_factory.lr == 1e-5
+    assert run.model.init_from == "runs/stage1/checkpoints/last.ckpt"

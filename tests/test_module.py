@@ -16,6 +16,7 @@ from omni_blocks.backbones import NativeTransformer
 from omni_blocks.masking import AttenuatedTailPadMasking, SpanMasking
 from omni_blocks.module import BatchError, OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
+from omni_blocks.sampling import omni_diffusion_sampler
 from omni_blocks.schedules import AntitheticTimeSampler, CosineSchedule
 from omni_blocks.serialization import SerializationError
 from tiny_data import (
@@ -323,6 +324,7 @@ def test_save_and_from_pretrained_give_identical_logits(tmp_path: Path) -> None:
         time_sampler=AntitheticTimeSampler(shuffle=True),
         mask_strategy=AttenuatedTailPadMasking(pad_mask_ratio=0.5),
         normalization="sequence",
+        sampler=omni_diffusion_sampler(num_steps=16, guidance_scale=1.5),
     )
     folder = module.save_pretrained(tmp_path / "saved")
     names = {p.name for p in folder.iterdir()}
@@ -335,6 +337,7 @@ def test_save_and_from_pretrained_give_identical_logits(tmp_path: Path) -> None:
     assert loaded.time_sampler == module.time_sampler
     assert loaded.mask_strategy == module.mask_strategy
     assert loaded.normalization == "sequence"
+    assert loaded.sampler == module.sampler
     ids = a_batch()["input_ids"]
     module.eval()
     loaded.eval()

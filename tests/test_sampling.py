@@ -229,6 +229,15 @@ def test_generated_ids_stay_in_the_target_modality(modality: Modality) -> None:
     assert LAYOUT.is_modality(generated, modality).any()
 
 
+def test_guidance_with_a_modality_restriction() -> None:
+    ids, attention, masked = batch_with_ragged_rows()
+    out = MaskedDiffusionSampler(
+        planner=SchedulePlanner(num_steps=3), guidance=ClassifierFreeGuidance(1.5)
+    )(LookupModel(), ids, layout=LAYOUT, modality=Modality.IMAGE, attention_mask=attention)
+    assert out.nfe == 6
+    assert LAYOUT.logit_mask(Modality.IMAGE)[out.ids[masked]].all()
+
+
 def test_mask_id_is_never_written_even_if_the_model_prefers_it() -> None:
     logits = torch.zeros(4, V)
     logits[:, MASK] = 50.0

@@ -78,15 +78,14 @@ def test_tail_penalty_matches_the_upstream_rule(n: int) -> None:
     logits = torch.randn(n, 9, generator=torch.Generator().manual_seed(n))
     index = torch.arange(n)
     length = torch.full((n,), n)
-    ours = TailPenalty(strength=2.0).apply(logits, index, length)
+    ours = TailPenalty(strength=2.0).apply(logits.clone(), index, length)
     torch.testing.assert_close(ours, upstream_penalty(logits, 2.0))
     # the greedy token is unchanged
     assert torch.equal(ours.argmax(-1), logits.argmax(-1))
     # on positive logits it is a temperature: the confidence of tail positions drops
     positive = logits.abs() + 0.1
-    drop = positive.softmax(-1).amax(-1) - TailPenalty().apply(positive, index, length).softmax(
-        -1
-    ).amax(-1)
+    penalised = TailPenalty().apply(positive.clone(), index, length)
+    drop = positive.softmax(-1).amax(-1) - penalised.softmax(-1).amax(-1)
     assert (drop[:100] == 0).all()
     if n > 101:
         assert (drop[101:] > 0).all()
@@ -151,6 +150,21 @@ def test_top_p_keeps_the_nucleus_like_upstream() -> None:
         [True, False, False, False]
     ]
     assert torch.equal(TokenChoice(top_p=1.0).filter(logits), logits)
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.95])
+def test_top_p_matches_a_full_sort(top_p: float) -> None:
+    # the nucleus search widens from the top 8 tokens; compare with upstream's full sort
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.1, 1.0, 3.0, 10.0):
+        logits = torch.randn(64, 300, generator=gen) * scale
+        ordered, order = logits.sort(dim=-1, descending=True)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop_sorted = torch.zeros_like(cumulative, dtype=torch.bool)
+        drop_sorted[:, 1:] = cumulative[:, :-1] > top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        kept = torch.isfinite(TokenChoice(top_p=top_p).filter(logits))
+        assert torch.equal(kept, ~drop)
 
 
 def test_temperature_draws_follow_the_tempered_softmax() -> None:

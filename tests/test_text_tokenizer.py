@@ -105,3 +105,20 @@ def test_train_a_small_bpe() -> None:
 def test_rejects_non_tokenizers() -> None:
     with pytest.raises(TypeError, match="Hugging Face"):
         TextTokenizer(object())
+
+
+def test_special_ids_give_dreams_layout_roles() -> None:
+    """`special_ids` maps Dream's special tokens to layout roles (mask, bos, eos = pad)."""
+    qwen = TextTokenizer.qwen2()
+    assert qwen.special_ids == {"mask": 151666, "bos": 151665, "eos": 151643, "pad": 151643}
+    layout = VocabLayout(text_size=qwen.codebook_size, special_ids=qwen.special_ids)
+    dream = VocabLayout.omni_diffusion()
+    assert (layout.mask_id, layout.pad_id, layout.bos_id) == (
+        dream.mask_id,
+        dream.pad_id,
+        dream.bos_id,
+    )
+    small = TextTokenizer.train_bpe(
+        ["one two three"] * 3, vocab_size=300, special_tokens=["<|mask|>"]
+    )
+    assert small.special_ids == {"mask": 0}

@@ -50,6 +50,7 @@ from omni_blocks.data.templates import (
     VqaTemplate,
 )
 from omni_blocks.module import OmniDiffusionModule
+from omni_blocks.sampling.base import Sampler
 
 __all__ = [
     "AnswerAccuracy",
@@ -86,6 +87,18 @@ def _strings(values: str | Sequence[str], name: str) -> list[str]:
     return items
 
 
+def _transcript_pairs(
+    preds: str | Sequence[str], target: str | Sequence[str], normalize: bool
+) -> tuple[list[str], list[str]]:
+    """Predictions and references as equally long lists, normalised when asked."""
+    p, t = _strings(preds, "preds"), _strings(target, "target")
+    if len(p) != len(t):
+        raise ValueError(f"{len(p)} predictions but {len(t)} references")
+    if normalize:
+        p, t = [normalize_text(s) for s in p], [normalize_text(s) for s in t]
+    return p, t
+
+
 class WordErrorRate(tm_text.WordErrorRate):
     """torchmetrics' word error rate on normalised text (see `normalize_text`).
 
@@ -99,12 +112,7 @@ class WordErrorRate(tm_text.WordErrorRate):
 
     def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
         """Add transcripts `preds` against references `target`."""
-        p, t = _strings(preds, "preds"), _strings(target, "target")
-        if len(p) != len(t):
-            raise ValueError(f"{len(p)} predictions but {len(t)} references")
-        if self.normalize:
-            p, t = [normalize_text(s) for s in p], [normalize_text(s) for s in t]
-        super().update(p, t)
+        super().update(*_transcript_pairs(preds, target, self.normalize))
 
 
 class CharErrorRate(tm_text.CharErrorRate):
@@ -120,12 +128,7 @@ class CharErrorRate(tm_text.CharErrorRate):
 
     def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
         """Add transcripts `preds` against references `target`."""
-        p, t = _strings(preds, "preds"), _strings(target, "target")
-        if len(p) != len(t):
-            raise ValueError(f"{len(p)} predictions but {len(t)} references")
-        if self.normalize:
-            p, t = [normalize_text(s) for s in p], [normalize_text(s) for s in t]
-        super().update(p, t)
+        super().update(*_transcript_pairs(preds, target, self.normalize))
 
 
 class AnswerAccuracy(torchmetrics.Metric):
@@ -268,6 +271,7 @@ def evaluate(
     target_length: int | None = None,
     batch_size: int = 16,
     generator: torch.Generator | None = None,
+    sampler: Sampler | None = None,
     progress: bool = False,
 ) -> float:
     """Generate an output for every example and score it.
@@ -276,7 +280,7 @@ def evaluate(
     examples and the metric reduces across processes.
 
     Args:
-        module: the model (its `sampler` generates).
+        module: the model (its `sampler` generates, unless `sampler` is given).
         template: the task's template.
         examples: examples with the task's input keys and its reference (`text` for ASR,
             `caption`, `answer`); a `JudgeScore` receives the examples themselves.
@@ -284,6 +288,7 @@ def evaluate(
         target_length: positions to generate per example (see `TaskTemplate.prompt`).
         batch_size: examples per sampler call.
         generator: makes sampling deterministic.
+        sampler: use this sampler instead of the module's.
         progress: show a tqdm bar over batches.
 
     Returns:
@@ -306,6 +311,7 @@ def evaluate(
             target_length=target_length,
             batch_size=batch_size,
             generator=generator,
+            sampler=sampler,
             progress=progress,
         )
         if mine
@@ -343,6 +349,7 @@ class GenerationEval(Callback):
         batch_size: examples per sampler call.
         every_n_epochs: evaluate every this many validation epochs.
         seed: seed of the sampler's generator.
+        sampler: use this sampler instead of the module's.
     """
 
     def __init__(
@@ -356,6 +363,7 @@ class GenerationEval(Callback):
         batch_size: int = 16,
         every_n_epochs: int = 1,
         seed: int = 0,
+        sampler: Sampler | None = None,
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1; got {every_n_epochs}")
@@ -367,6 +375,7 @@ class GenerationEval(Callback):
         self.batch_size = batch_size
         self.every_n_epochs = every_n_epochs
         self.seed = seed
+        self.sampler = sampler
         self._epochs = 0
 
     @property
@@ -392,6 +401,7 @@ class GenerationEval(Callback):
             target_length=self.target_length,
             batch_size=self.batch_size,
             generator=generator,
+            sampler=self.sampler,
         )
         # already reduced across processes by the metric
         pl_module.log(self.key, value, sync_dist=False)

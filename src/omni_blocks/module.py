@@ -774,7 +774,9 @@ def _instantiate_blocks(cls: type, config: Mapping[str, Any]) -> dict[str, Any]:
         cls, "module", skip=names - set(config), instantiate=False, fail_untyped=False
     )
     parsed = parser.parse_object({"module": dict(config)})
-    built = parser.instantiate_classes(parsed)
+    # `instantiate` since jsonargparse 4.49; `instantiate_classes` before (now deprecated)
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    built = instantiate(parsed)
     return {k: getattr(built.module, k) for k in config}
 
 

@@ -4,7 +4,10 @@ The network is Qwen2's (Dream-7B is Qwen2.5-7B trained further as a masked-diffu
 pre-norm blocks of grouped-query self-attention with rotary position embeddings and biased
 q/k/v projections, followed by a SwiGLU MLP, RMSNorm everywhere, and a linear output head.
 The only change from Qwen2 is the attention pattern: every position attends to every
-non-padding position (`is_causal=False`, as in Dream's `DreamSdpaAttention`).
+non-padding position (`is_causal=False`, as in Dream's `DreamSdpaAttention`). With
+`causal=True` the same network attends only to earlier positions (Qwen2's own pattern): the
+autoregressive baseline of the miniature recipe is this backbone, trained with next-token
+prediction.
 
 Parameter names and shapes are those of a Qwen2 / Dream checkpoint, so Dream-7B's
 safetensors load without renaming:
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -58,6 +61,7 @@ __all__ = [
     "PretrainedTransformer",
     "RMSNorm",
     "SwiGLU",
+    "causal_key_mask",
     "position_ids_from_mask",
     "rotary_cos_sin",
     "shift_right",
@@ -74,6 +78,18 @@ def position_ids_from_mask(attention_mask: SeqMask) -> Int[Tensor, "batch seq"]:
     unchanged. Padding positions get the last real position (their outputs are ignored).
     """
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def causal_key_mask(keys: SeqMask) -> Bool[Tensor, "batch 1 seq seq"]:
+    """Attention mask of causal attention with padding: query `i` sees real keys `j <= i`.
+
+    `keys` is True at real (non-padding) tokens. Every query also sees itself, so a padding
+    query before the first real token (left padding) keeps a finite output (it is ignored).
+    """
+    seq = keys.shape[-1]
+    earlier = torch.ones(seq, seq, dtype=torch.bool, device=keys.device).tril()
+    itself = torch.eye(seq, dtype=torch.bool, device=keys.device)
+    return rearrange(keys, "b s -> b 1 1 s") & earlier | itself
 
 
 def rotary_cos_sin(
@@ -146,7 +162,9 @@ class Attention(nn.Module):
     projection, key/value heads repeated to the query heads, then
     `F.scaled_dot_product_attention(..., is_causal=False)`. Padding keys are excluded
     through a boolean mask; unlike Dream, padding *queries* still attend to the real tokens,
-    which keeps their (ignored) outputs finite instead of NaN.
+    which keeps their (ignored) outputs finite instead of NaN. `is_causal=True` (without a
+    mask) gives causal attention; with padding, the caller folds causality into the mask
+    (see [`causal_key_mask`][omni_blocks.backbones.native.causal_key_mask]).
     """
 
     def __init__(
@@ -172,8 +190,13 @@ class Attention(nn.Module):
         cos: Float[Tensor, "batch seq head_dim"],
         sin: Float[Tensor, "batch seq head_dim"],
         key_mask: Tensor | None = None,
+        is_causal: bool = False,
     ) -> Hidden:
-        """Attend every position to every allowed key (`key_mask`: batch x 1 x 1 x seq)."""
+        """Attend every position to every allowed key.
+
+        `key_mask` broadcasts to `(batch, heads, seq, seq)` (True = may attend): `(batch, 1,
+        1, seq)` for padding only, `(batch, 1, seq, seq)` for causal attention with padding.
+        """
         q = rearrange(self.q_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
         k = rearrange(self.k_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
         v = rearrange(self.v_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
@@ -190,7 +213,7 @@ class Attention(nn.Module):
             v,
             attn_mask=key_mask,
             dropout_p=self.dropout if self.training else 0.0,
-            is_causal=False,
+            is_causal=is_causal,
         )
         return self.o_proj(rearrange(out, "b h s d -> b s (h d)"))
 
@@ -216,9 +239,10 @@ class DecoderLayer(nn.Module):
         cos: Float[Tensor, "batch seq head_dim"],
         sin: Float[Tensor, "batch seq head_dim"],
         key_mask: Tensor | None = None,
+        is_causal: bool = False,
     ) -> Hidden:
         """Apply the block."""
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask)
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, is_causal)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -262,6 +286,12 @@ class NativeTransformer(nn.Module):
             (no reason to shift), on by default when loading Dream checkpoints.
         gradient_checkpointing: recompute each block in the backward pass instead of storing
             its activations (less memory, about one more forward of compute).
+        causal: causal attention (position `i` sees positions `<= i` only) instead of
+            Dream's full attention: off for diffusion, on for an autoregressive baseline with
+            the same architecture. With `causal=True, shift_logits=True` position `i`
+            predicts token `i` from tokens `< i` (next-token prediction, aligned like the
+            diffusion logits). Saved as `is_causal` in `config.json` and read back by
+            `from_pretrained`.
 
     Example:
         ```python
@@ -291,8 +321,10 @@ class NativeTransformer(nn.Module):
         initializer_range: float = 0.02,
         shift_logits: bool = False,
         gradient_checkpointing: bool = False,
+        causal: bool = False,
     ) -> None:
         super().__init__()
+        self.causal = causal
         self._config = TransformerConfig(
             vocab_size=vocab_size,
             hidden_size=hidden_size,
@@ -382,7 +414,10 @@ class NativeTransformer(nn.Module):
         shift = default_shift_logits(raw) if shift_logits is None else shift_logits
         with torch.device("meta"):
             model = cls.from_config(
-                config, shift_logits=shift, gradient_checkpointing=gradient_checkpointing
+                config,
+                shift_logits=shift,
+                gradient_checkpointing=gradient_checkpointing,
+                causal=bool(raw.get("is_causal", False)),
             )
         state = load_state_dict(folder, allow_pickle=allow_pickle, device=device)
         model.load_checkpoint_state(state, strict=strict)
@@ -469,6 +504,10 @@ class NativeTransformer(nn.Module):
             # A row without any real token attends to everything (its outputs are ignored).
             keys = attention_mask | ~attention_mask.any(dim=-1, keepdim=True)
             key_mask = rearrange(keys, "b s -> b 1 1 s")
+            if self.causal:
+                key_mask = causal_key_mask(keys)
+        # SDPA takes either a mask or is_causal; with padding causality is in the mask.
+        is_causal = self.causal and key_mask is None
         h = self.model.embed_tokens(input_ids)
         cos, sin = rotary_cos_sin(
             positions, self._config.head_dim, self._config.rope_theta, h.dtype
@@ -476,9 +515,9 @@ class NativeTransformer(nn.Module):
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.model.layers:
             if use_checkpoint:
-                h = checkpoint(layer, h, cos, sin, key_mask, use_reentrant=False)
+                h = checkpoint(layer, h, cos, sin, key_mask, is_causal, use_reentrant=False)
             else:
-                h = layer(h, cos, sin, key_mask)
+                h = layer(h, cos, sin, key_mask, is_causal)
         logits = self.lm_head(self.model.norm(h))
         return shift_right(logits) if self.shift_logits else logits
 
@@ -520,7 +559,7 @@ class NativeTransformer(nn.Module):
 
         The folder loads back with `from_pretrained` (and, the names being Qwen2's, with
         `transformers`' Qwen2 classes, see [`HFBackbone`][omni_blocks.backbones.HFBackbone]).
-        `config.json` records `shift_logits` and `is_causal: false`. Tied output weights are
+        `config.json` records `shift_logits` and `is_causal`. Tied output weights are
         not written twice. Returns the folder.
         """
         folder = Path(folder)
@@ -533,7 +572,7 @@ class NativeTransformer(nn.Module):
         self._config.to_json(
             folder / "config.json",
             shift_logits=self.shift_logits,
-            is_causal=False,
+            is_causal=self.causal,
             torch_dtype=dtype,
         )
         return folder
@@ -605,6 +644,7 @@ class PretrainedTransformer(NativeTransformer):
                 initializer_range=config.initializer_range,
                 shift_logits=shift,
                 gradient_checkpointing=gradient_checkpointing,
+                causal=bool(raw.get("is_causal", False)),
             )
         self._config = config
         self.pretrained = str(pretrained)

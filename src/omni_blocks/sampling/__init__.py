@@ -15,14 +15,13 @@ swappable blocks:
   top-k, top-p; classifier-free guidance
   ([`omni_blocks.sampling.guidance`][omni_blocks.sampling.guidance]);
 - presets ([`omni_blocks.sampling.presets`][omni_blocks.sampling.presets]) that reproduce
-  Dream, LLaDA, Fast-dLLM and Omni-Diffusion, and
-  [`to_config`][omni_blocks.sampling.config.to_config] to write any of them as a
-  LightningCLI config.
+  Dream, LLaDA, Fast-dLLM and Omni-Diffusion
+  ([`block_config`][omni_blocks.serialization.block_config] writes any of them as a
+  LightningCLI config).
 """
 
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
 from omni_blocks.sampling.choice import TokenChoice, TokenChooser
-from omni_blocks.sampling.config import to_config
 from omni_blocks.sampling.guidance import ClassifierFreeGuidance
 from omni_blocks.sampling.penalties import NoPenalty, PositionPenalty, TailPenalty
 from omni_blocks.sampling.planners import (
@@ -72,5 +71,4 @@ __all__ = [
     "fast_dllm_sampler",
     "llada_sampler",
     "omni_diffusion_sampler",
-    "to_config",
 ]

@@ -80,17 +80,42 @@ class TokenChoice(TokenChooser):
         self, probs: CandidateProbs, *, generator: torch.Generator | None = None
     ) -> CandidateTokens:
         if self.temperature == 0 or probs.shape[0] == 0:
-            return probs.argmax(-1)
-        picked = torch.multinomial(probs, 1, generator=generator)
-        return rearrange(picked, "n 1 -> n")
+            # max(-1).indices: several times faster than argmax on CPU
+            return probs.max(-1).indices
+        # inverse-CDF sampling: one uniform number per position instead of one per token
+        # (torch.multinomial and Gumbel-max draw n x vocab random numbers, which costs more
+        # than the rest of a sampling step on CPU). Drawing u below the row's total and
+        # searching for the first cumulative sum above it never lands on a zero-probability
+        # token.
+        cdf = probs.cumsum(-1)
+        u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
+        picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+        return rearrange(picked, "n 1 -> n").clamp(max=probs.shape[-1] - 1)
 
 
 def _top_p(logits: CandidateLogits, top_p: float) -> CandidateLogits:
-    """Remove the tokens outside the nucleus of probability `top_p` (keep at least one)."""
-    sorted_logits, order = logits.sort(dim=-1, descending=True)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    # drop a token once the tokens before it already reach top_p: shift right by one
-    drop_sorted = torch.zeros_like(cumulative, dtype=torch.bool)
-    drop_sorted[:, 1:] = cumulative[:, :-1] > top_p
-    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-    return logits.masked_fill(drop, -math.inf)
+    """Remove the tokens outside the nucleus of probability `top_p` (keep at least one).
+
+    Upstream sorts the whole vocabulary; a trained model's nucleus is usually a handful of
+    tokens, so this looks at the top 8, then the top 64, and sorts only the rows whose
+    nucleus is not complete yet. The kept set is the same: a token is dropped once the
+    likelier tokens exceed `top_p`. (Near-uniform rows, as from an untrained model, still
+    cost a full sort.)
+    """
+    probs = logits.softmax(-1)
+    vocab = probs.shape[-1]
+    keep = torch.zeros_like(probs, dtype=torch.bool)
+    todo = torch.arange(probs.shape[0], device=probs.device)
+    k = 8
+    while todo.numel():
+        k = min(k, vocab)
+        top, index = probs.index_select(0, todo).topk(k, dim=-1)
+        cumulative = top.cumsum(-1)
+        done = cumulative[:, -1] > top_p if k < vocab else torch.ones_like(todo, dtype=torch.bool)
+        kept = torch.ones_like(top, dtype=torch.bool)
+        kept[:, 1:] = cumulative[:, :-1] <= top_p
+        rows = todo[done]
+        keep[rows] = keep[rows].scatter(-1, index[done], kept[done])
+        todo = todo[~done]
+        k = vocab if k >= 64 else k * 8
+    return logits.masked_fill(~keep, -math.inf)

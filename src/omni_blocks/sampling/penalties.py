@@ -41,7 +41,8 @@ class PositionPenalty(Protocol):
         index: CandidatePositions,
         length: CandidatePositions,
     ) -> CandidateLogits:
-        """Adjust the logits of each candidate position.
+        """Adjust the logits of each candidate position (in place or not: the sampler
+        passes its own copy and uses the returned tensor).
 
         Args:
             logits: logits of the candidate positions.
@@ -128,5 +129,9 @@ class TailPenalty(PositionPenalty):
     ) -> CandidateLogits:
         if self.strength == 1.0 or not bool((length > self.free_positions).any()):
             return logits
-        f = self.factor(index, length).to(logits.dtype).unsqueeze(-1)
-        return torch.where(logits >= 0, logits / f, logits * f)
+        factor = self.factor(index, length)
+        # only the penalised rows change: adjust those and write them back in place
+        rows = (factor > 1).nonzero().squeeze(-1)
+        f = factor[rows].to(logits.dtype).unsqueeze(-1)
+        tail = logits.index_select(0, rows)
+        return logits.index_copy_(0, rows, torch.where(tail >= 0, tail / f, tail * f))

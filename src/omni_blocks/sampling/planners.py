@@ -199,9 +199,11 @@ class SchedulePlanner(UnmaskPlanner):
 
     def times(self, step: RowSteps, num_steps: RowSteps) -> tuple[Tensor, Tensor]:
         """Times `(t, s)` of each row's step on the grid `linspace(1, eps, num_steps + 1)`."""
+        # float64 so that LLaDA's exact even split survives the rounding (MPS has no float64)
+        dtype = torch.float32 if step.device.type == "mps" else torch.float64
         num_steps = num_steps.clamp(min=1)
-        step = torch.minimum(step, num_steps - 1).double()
-        width = (1.0 - self.eps) / num_steps.double()
+        step = torch.minimum(step, num_steps - 1).to(dtype)
+        width = (1.0 - self.eps) / num_steps.to(dtype)
         t = (1.0 - step * width).clamp(0.0, 1.0)
         s = (1.0 - (step + 1) * width).clamp(0.0, 1.0)
         return t, s
@@ -216,17 +218,18 @@ class SchedulePlanner(UnmaskPlanner):
     ) -> RowSteps:
         """How many of the `remaining` masked candidates each row reveals at `step`."""
         t, s = self.times(step, num_steps)
-        schedule = self.noise_schedule
-        keep = schedule.mask_prob(s) / schedule.mask_prob(t).clamp(min=1e-12)
+        # one call for both times: each schedule call validates its input
+        mask_t, mask_s = self.noise_schedule.mask_prob(torch.stack([t, s]))
+        keep = mask_s / mask_t.clamp(min=1e-12)
         reveal = (1.0 - keep).clamp(0.0, 1.0)
-        expected = remaining.double() * reveal
+        expected = remaining.to(reveal.dtype) * reveal
         if self.rounding == "floor":
             count = _at_least_one(expected.floor().long(), remaining)
         elif self.rounding == "ceil":
             # a tolerance so that 2.0000000001 (float error on an exact 2) is still 2
             count = _at_least_one((expected - 1e-9).ceil().long(), remaining)
         else:
-            count = torch.binomial(remaining.double(), reveal, generator=generator).long()
+            count = torch.binomial(remaining.to(reveal.dtype), reveal, generator=generator).long()
         count = torch.where(step >= num_steps - 1, remaining, count)
         return torch.minimum(count, remaining)
 

@@ -123,8 +123,10 @@ class EntropyScorer(ConfidenceScorer):
         *,
         generator: torch.Generator | None = None,
     ) -> CandidateScores:
-        # entr(p) = -p log p, and 0 at p = 0 (no NaN from 0 * log 0)
-        return -torch.special.entr(probs).sum(-1)
+        # p log p with 0 log 0 = 0: the clamp keeps the log finite, the factor p zeroes it
+        # (several times faster on CPU than torch.special.entr)
+        tiny = torch.finfo(probs.dtype).tiny
+        return (probs * probs.clamp(min=tiny).log()).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -427,6 +427,30 @@ class TextTokenizer:
             raise KeyError(f"{token!r} is not in the tokenizer's vocabulary")
         return int(idx)
 
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """The layout roles of this vocabulary's special tokens, for `VocabLayout(special_ids=...)`.
+
+        Dream's (and `train_bpe`'s) conventions: `<|mask|>` is the mask, `<|beginoftext|>` the
+        bos, `<|endoftext|>` both eos and pad. Roles whose token is missing are left out, so
+        the layout appends a fresh id for them.
+        """
+        ids: dict[str, int] = {}
+        for role, token in _SPECIAL_ROLES:
+            try:
+                ids[role] = self.token_id(token)
+            except KeyError:
+                continue
+        return ids
+
+
+_SPECIAL_ROLES = (
+    ("mask", "<|mask|>"),
+    ("bos", "<|beginoftext|>"),
+    ("eos", "<|endoftext|>"),
+    ("pad", "<|endoftext|>"),
+)
+
 
 class QwenTextTokenizer(TextTokenizer):
     """Dream's / Qwen2's tokenizer built offline, as a class with plain arguments.

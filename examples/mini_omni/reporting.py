@@ -1,0 +1,321 @@
+"""Writing the results: `report.md`, `images.png`, `quality_vs_nfe.png` and WAV samples."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+
+from omni_blocks.tokenizers.audio import write_wav
+
+from .tokenizing import Tokenizers
+
+MASKED_RGB = (0.55, 0.75, 0.95)  # light blue: a position still holding [MASK]
+
+
+def _rgb(images: Tensor) -> Tensor:
+    """`(n, 1, h, w)` grey in `[0, 1]` -> `(n, h, w, 3)`, white digit strokes on black."""
+    return repeat(images.float().clamp(0, 1), "n 1 h w -> n h w c", c=3)
+
+
+def partial_images(codes: Tensor, unmasked: Tensor, tokenizers: Tokenizers) -> Tensor:
+    """RGB images `(n, 8, 8, 3)` showing only the codes flagged in `unmasked` (n, tokens)."""
+    rgb = _rgb(tokenizers.image.decode(codes))
+    g = tokenizers.image.grid_size
+    p = tokenizers.image.patch_size
+    shown = rearrange(unmasked, "n (h w) -> n h w", h=g)
+    shown = repeat(shown, "n h w -> n (h p1) (w p2) 1", p1=p, p2=p)
+    blue = torch.tensor(MASKED_RGB).expand_as(rgb)
+    return torch.where(shown, rgb, blue)
+
+
+def save_image_grid(
+    path: Path,
+    rows: Sequence[tuple[str, Tensor]],
+    trajectories: Sequence[tuple[str, Tensor, Tensor]],
+    tokenizers: Tokenizers,
+) -> Path:
+    """A grid of digit rows (label, `(10, 1, 8, 8)` images) and unmasking trajectories.
+
+    Each trajectory is `(label, codes (tokens,), step (tokens,))` with the sampling step at
+    which each code was unmasked; it is drawn as the image after every step, masked
+    positions in light blue.
+    """
+    columns = 10
+    steps = [int(step.max()) + 1 for _, _, step in trajectories]
+    traj_cols = max(steps, default=0) + 1
+    width = max(columns, traj_cols)
+    n_rows = len(rows) + len(trajectories)
+    fig, axes = plt.subplots(
+        n_rows, width, figsize=(width * 0.75 + 2.2, n_rows * 0.8 + 0.3), squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, (label, images) in enumerate(rows):
+        rgb = images if images.shape[-1] == 3 else _rgb(images)
+        for c, img in enumerate(rgb[:columns]):
+            axes[r, c].imshow(img.numpy(), interpolation="nearest")
+        axes[r, 0].text(-1.0, 3.5, label, ha="right", va="center", fontsize=8)
+    for k, (label, codes, step) in enumerate(trajectories):
+        r = len(rows) + k
+        frames = [step < s for s in range(steps[k] + 1)]
+        unmasked = torch.stack(frames)
+        images = partial_images(repeat(codes, "t -> n t", n=len(frames)), unmasked, tokenizers)
+        for c, img in enumerate(images):
+            axes[r, c].imshow(img.numpy(), interpolation="nearest")
+        axes[r, 0].text(-1.0, 3.5, label, ha="right", va="center", fontsize=8)
+    fig.subplots_adjust(left=0.2, right=0.99, top=0.98, bottom=0.02, wspace=0.08, hspace=0.12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_quality_plot(
+    path: Path, sweep: dict[str, list[dict[str, Any]]], metrics: dict[str, str]
+) -> Path:
+    """Quality against forward passes: one panel per task, diffusion points and AR points."""
+    tasks = list(sweep)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        diff = [row for row in sweep[task] if row["model"] == "diffusion"]
+        ar = [row for row in sweep[task] if row["model"] == "autoregressive"]
+        ax.plot([r["nfe"] for r in diff], [r["value"] for r in diff], "o-", label="diffusion")
+        for r in diff:
+            ax.annotate(
+                r["setting"],
+                (r["nfe"], r["value"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.plot(
+            [r["nfe"] for r in ar],
+            [r["value"] for r in ar],
+            "s",
+            color="C3",
+            label="autoregressive",
+        )
+        ax.set_xscale("log", base=2)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("forward passes per sample (NFE)", fontsize=8)
+        ax.set_ylabel(metrics[task], fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_wavs(folder: Path, waves: dict[str, Tensor | None], sample_rate: int) -> list[Path]:
+    """Write each named waveform as `folder/name.wav` (skips empty outputs)."""
+    paths = []
+    for name, wave in waves.items():
+        if wave is not None and wave.numel():
+            peak = float(wave.abs().max()) or 1.0
+            paths.append(write_wav(folder / f"{name}.wav", wave / max(peak, 1.0), sample_rate))
+    return paths
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _first_per_digit(examples: Sequence[dict[str, Any]]) -> list[int]:
+    """Index of the first example of each digit 0-9 (skipping absent digits)."""
+    seen: dict[int, int] = {}
+    for i, e in enumerate(examples):
+        seen.setdefault(int(e.get("digit", -1)), i)
+    return [seen[d] for d in range(10) if d in seen]
+
+
+def write_report(
+    out: Path,
+    args: Any,
+    preset: Any,
+    corpus_summary: dict[str, int],
+    judges: dict[str, float],
+    training: dict[str, dict[str, Any]],
+    results: dict[str, dict[str, Any]],
+    agreement: dict[str, dict[str, float]],
+    sweep: dict[str, list[dict[str, Any]]],
+    timings: dict[str, float],
+    total_seconds: float,
+    tokenizers: Tokenizers,
+    test: dict[str, list[dict[str, Any]]],
+    corpus: Any,
+) -> dict[str, Any]:
+    """Write `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/` and `results.json`."""
+    from .evaluation import as_images, image_codes, speech_waveforms
+
+    diffusion, autoregressive = results["diffusion"], results["autoregressive"]
+
+    # images: one column per digit, and unmasking trajectories of text-to-image samples
+    rows: list[tuple[str, Tensor]] = []
+    test_images, test_labels = corpus.images("test")
+    real = [int((test_labels == d).nonzero()[0, 0]) for d in range(10)]
+    rows.append(("real (held out)", test_images[real]))
+    for label, result in (
+        ("text-to-image", diffusion["t2i"]),
+        ("speech-to-image", diffusion["s2i"]),
+        ("AR text-to-image", autoregressive["t2i"]),
+    ):
+        idx = _first_per_digit(test[result.task])
+        images, _ = as_images([result.generation.outputs[i] for i in idx], tokenizers)
+        rows.append((label, images))
+    idx = _first_per_digit(test["inpainting"])
+    inpaint = [test["inpainting"][i] for i in idx]
+    known = torch.stack([e["known_mask"] for e in inpaint])
+    codes = torch.stack([e["image_codes"] for e in inpaint])
+    rows.append(("inpainting input", partial_images(codes, known, tokenizers)))
+    outputs = [diffusion["inpainting"].generation.outputs[i] for i in idx]
+    rows.append(("inpainted", as_images(outputs, tokenizers)[0]))
+    trajectories = []
+    gen = diffusion["t2i"].generation
+    tokens = tokenizers.image.tokens_per_item
+    if gen.trajectories:
+        for i in _first_per_digit(test["t2i"])[:4]:
+            codes_i = image_codes(gen.outputs[i], tokens)
+            if codes_i is not None:
+                step = gen.trajectories[i][:tokens]
+                digit = int(test["t2i"][i]["digit"])
+                trajectories.append((f"unmasking '{digit}'", codes_i, step))
+    save_image_grid(out / "images.png", rows, trajectories, tokenizers)
+
+    # speech samples
+    waves: dict[str, Tensor | None] = {}
+    for name, result in (
+        ("diffusion", diffusion["tts"]),
+        ("autoregressive", autoregressive["tts"]),
+    ):
+        idx = _first_per_digit(test["tts"])
+        generated = speech_waveforms([result.generation.outputs[i] for i in idx], tokenizers)
+        for i, wave in zip(idx, generated, strict=True):
+            waves[f"tts_{name}_{test['tts'][i]['text']}"] = wave
+    for i in _first_per_digit(test["tts"]):
+        text = test["tts"][i]["text"]
+        utterance = next(u for u in corpus.speech("test", "word") if u.text == text)
+        waves[f"real_{utterance.text}_{utterance.voice.replace('+', '-')}"] = utterance.waveform
+    wavs = save_wavs(out / "wavs", waves, tokenizers.speech.sample_rate)
+
+    metrics = {task: rows_[0]["metric"] for task, rows_ in _metric_names(results, sweep).items()}
+    save_quality_plot(out / "quality_vs_nfe.png", sweep, metrics)
+
+    # the tables
+    main_rows = []
+    for task, r in diffusion.items():
+        a = autoregressive.get(task)
+        main_rows.append(
+            [task, r.metric, r.value, r.nfe, a.value if a else "-", a.nfe if a else "-", r.n]
+        )
+    sweep_rows = [
+        [task, row["model"], row["setting"], row["nfe"], row["value"]]
+        for task, rows_ in sweep.items()
+        for row in rows_
+    ]
+    train_rows = [
+        [name, v["steps"], f"{v['seconds']:.0f}", v["final loss"]] for name, v in training.items()
+    ]
+    text = f"""# Mini Omni-Diffusion: results
+
+Preset `{args.preset}` ({preset.hidden_size}-wide, {preset.num_layers}-layer backbone, batch
+{preset.batch_size}), {args.threads} CPU threads, seed {args.seed}: **{total_seconds:.0f} s**
+end to end (corpus and tokenizers cached in `{args.workdir}`: {timings.get("corpus", 0):.0f} s).
+Written by `examples/mini_omni/run.py`.
+
+## Results
+
+Held-out digits and held-out voices. Diffusion: the Omni-Diffusion sampler with 8 steps
+(entropy order, top-p 0.9); autoregressive: the same backbone with causal attention, trained
+as long on the final stage's mixture, greedy decoding. NFE: forward passes per sample.
+Images and speech are scored by judges trained on real data only.
+
+{markdown_table(["task", "metric", "diffusion", "NFE", "autoregressive", "NFE", "n"], main_rows)}
+
+Same image from a text prompt and from its spoken version (paired prompts, same digit):
+{
+        markdown_table(
+            ["model", "judged the same digit", "identical image codes"],
+            [[k, v["same digit"], v["same codes"]] for k, v in agreement.items()],
+        )
+    }
+
+## Quality against forward passes
+
+{markdown_table(["task", "model", "decoding", "NFE", "quality"], sweep_rows)}
+
+![quality against NFE](quality_vs_nfe.png)
+
+## Images
+
+Rows: a real held-out digit per class; text-to-image and speech-to-image samples of the
+diffusion model; the baseline's text-to-image; zero-shot inpainting (the bottom half of the
+code grid unknown, blue) and its completion; unmasking trajectories (the image after each
+sampling step; blue: still `[MASK]`).
+
+![images](images.png)
+
+## Speech
+
+`wavs/`: text-to-speech of each digit word by both models (Griffin-Lim from the speech
+codes) and a real utterance in a held-out voice: {", ".join(p.name for p in wavs)}.
+
+## How it was measured
+
+Judges (fitted on real training data only, never on generated data):
+{markdown_table(["judge", "accuracy"], [[k, v] for k, v in judges.items()])}
+
+Corpus: {", ".join(f"{v} {k}" for k, v in corpus_summary.items())}.
+
+Training:
+{markdown_table(["model, stage", "steps", "seconds", "final loss"], train_rows)}
+
+Time per phase: {", ".join(f"{k} {v:.0f} s" for k, v in timings.items())}.
+"""
+    (out / "report.md").write_text(text)
+    report = {
+        "preset": args.preset,
+        "seconds": total_seconds,
+        "timings": timings,
+        "judges": judges,
+        "training": training,
+        "results": {
+            model: {
+                task: {"metric": r.metric, "value": r.value, "nfe": r.nfe, "n": r.n, **r.extra}
+                for task, r in by_task.items()
+            }
+            for model, by_task in results.items()
+        },
+        "agreement": agreement,
+        "sweep": sweep,
+        "files": ["report.md", "images.png", "quality_vs_nfe.png"]
+        + [f"wavs/{p.name}" for p in wavs],
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _metric_names(
+    results: dict[str, dict[str, Any]], sweep: dict[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, str]]]:
+    return {task: [{"metric": results["diffusion"][task].metric}] for task in sweep}
