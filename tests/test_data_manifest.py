@@ -278,3 +278,13 @@ def test_pretrained_magvit_matches_the_saved_model(magvit_folder: Path) -> None:
     assert bigger.tokens_per_item == 16
     with pytest.raises(ValueError, match="unknown dtype"):
         PretrainedMagvitV2(str(magvit_folder), dtype="float13")
+
+
+def test_validation_tasks_are_concatenated_in_order(tmp_path: Path, layout: VocabLayout) -> None:
+    tok = digit_tokenizer()
+    tasks = _tasks(tmp_path)
+    data = ManifestDataModule(layout, tok, tasks[:1], val=tasks, batch_size=4, val_batch_size=3)
+    loader = data.val_dataloader()
+    batches = list(loader)  # type: ignore[arg-type]
+    assert [len(b["task"]) for b in batches] == [3, 3]
+    assert [t for b in batches for t in b["task"]] == ["caption"] * 4 + ["asr"] * 2
