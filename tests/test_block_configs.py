@@ -386,3 +386,17 @@ def test_yaml_in_the_sampler_tutorial_builds_the_samplers() -> None:
     assert build_sampler(swapped["model"]["sampler"]).planner == BlockPlanner(
         ThresholdPlanner(0.9), 64
     )
+
+
+def test_readme_promises_hold() -> None:
+    """The README's example is the (executed) getting-started one; its sampler YAML builds."""
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    example = re.search(r"^```python\n(.*?)^```", readme, re.DOTALL | re.MULTILINE)
+    assert example is not None, "README.md lost its python example"
+    assert example.group(1) in (root / "docs" / "getting-started.md").read_text()
+    fence = re.search(r"^```yaml\n(.*?)^```", readme, re.DOTALL | re.MULTILINE)
+    assert fence is not None, "README.md lost its YAML example"
+    sampler = build_sampler(yaml.safe_load(fence.group(1))["model"]["sampler"])
+    assert isinstance(sampler.planner, ThresholdPlanner)
+    assert sampler.planner.threshold == 0.9

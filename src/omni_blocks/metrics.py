@@ -87,6 +87,18 @@ def _strings(values: str | Sequence[str], name: str) -> list[str]:
     return items
 
 
+def _transcript_pairs(
+    preds: str | Sequence[str], target: str | Sequence[str], normalize: bool
+) -> tuple[list[str], list[str]]:
+    """Predictions and references as equally long lists, normalised when asked."""
+    p, t = _strings(preds, "preds"), _strings(target, "target")
+    if len(p) != len(t):
+        raise ValueError(f"{len(p)} predictions but {len(t)} references")
+    if normalize:
+        p, t = [normalize_text(s) for s in p], [normalize_text(s) for s in t]
+    return p, t
+
+
 class WordErrorRate(tm_text.WordErrorRate):
     """torchmetrics' word error rate on normalised text (see `normalize_text`).
 
@@ -100,12 +112,7 @@ class WordErrorRate(tm_text.WordErrorRate):
 
     def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
         """Add transcripts `preds` against references `target`."""
-        p, t = _strings(preds, "preds"), _strings(target, "target")
-        if len(p) != len(t):
-            raise ValueError(f"{len(p)} predictions but {len(t)} references")
-        if self.normalize:
-            p, t = [normalize_text(s) for s in p], [normalize_text(s) for s in t]
-        super().update(p, t)
+        super().update(*_transcript_pairs(preds, target, self.normalize))
 
 
 class CharErrorRate(tm_text.CharErrorRate):
@@ -121,12 +128,7 @@ class CharErrorRate(tm_text.CharErrorRate):
 
     def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
         """Add transcripts `preds` against references `target`."""
-        p, t = _strings(preds, "preds"), _strings(target, "target")
-        if len(p) != len(t):
-            raise ValueError(f"{len(p)} predictions but {len(t)} references")
-        if self.normalize:
-            p, t = [normalize_text(s) for s in p], [normalize_text(s) for s in t]
-        super().update(p, t)
+        super().update(*_transcript_pairs(preds, target, self.normalize))
 
 
 class AnswerAccuracy(torchmetrics.Metric):

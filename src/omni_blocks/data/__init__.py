@@ -6,10 +6,19 @@
 - [`collate_sequences`][omni_blocks.data.collate.collate_sequences]: batches with tail pads;
 - [`tokenize_example`][omni_blocks.data.tokenize.tokenize_example]: raw pixels / audio ->
   codes, checked per example;
+- [`ManifestDataModule`][omni_blocks.data.manifest.ManifestDataModule]: prepared datasets
+  as JSONL manifests (media files or pre-tokenized codes), one task per manifest;
 - the offline miniature corpus's speech, synthesised with espeak-ng.
 """
 
 from omni_blocks.data.collate import TaskBatch, collate_sequences
+from omni_blocks.data.manifest import (
+    ManifestDataModule,
+    ManifestDataset,
+    ManifestTask,
+    load_example,
+    read_manifest,
+)
 from omni_blocks.data.mixture import (
     MixtureSampler,
     OmniDataModule,
@@ -59,6 +68,9 @@ __all__ = [
     "DataError",
     "EspeakNotFoundError",
     "InpaintingTemplate",
+    "ManifestDataModule",
+    "ManifestDataset",
+    "ManifestTask",
     "MixtureSampler",
     "OmniDataModule",
     "SequenceCollator",
@@ -77,6 +89,8 @@ __all__ = [
     "collate_sequences",
     "describe_example",
     "espeak_available",
+    "load_example",
+    "read_manifest",
     "render_sequence",
     "segment",
     "spoken_words",

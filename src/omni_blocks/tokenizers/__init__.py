@@ -2,7 +2,7 @@
 
 from omni_blocks.tokenizers.base import ImageTokenizer, ModalityTokenizer, SpeechTokenizer
 from omni_blocks.tokenizers.glm4voice import GLM4VoiceTokenizer, SpeechDecoder, WhisperVQEncoder
-from omni_blocks.tokenizers.magvit2 import MagvitV2
+from omni_blocks.tokenizers.magvit2 import MagvitV2, PretrainedMagvitV2
 from omni_blocks.tokenizers.patch_vq import PatchVQTokenizer
 from omni_blocks.tokenizers.speech_vq import MelVQSpeechTokenizer
 from omni_blocks.tokenizers.text import QwenTextTokenizer, TextTokenizer
@@ -14,6 +14,7 @@ __all__ = [
     "MelVQSpeechTokenizer",
     "ModalityTokenizer",
     "PatchVQTokenizer",
+    "PretrainedMagvitV2",
     "QwenTextTokenizer",
     "SpeechDecoder",
     "SpeechTokenizer",

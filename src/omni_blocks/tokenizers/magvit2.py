@@ -53,7 +53,13 @@ from torch import Tensor, nn
 from omni_blocks.tokenizers._images import check_codes, check_images
 from omni_blocks.vocab import Modality
 
-__all__ = ["LookupFreeQuantizer", "MagvitV2", "MagvitV2Decoder", "MagvitV2Encoder"]
+__all__ = [
+    "LookupFreeQuantizer",
+    "MagvitV2",
+    "MagvitV2Decoder",
+    "MagvitV2Encoder",
+    "PretrainedMagvitV2",
+]
 
 CONFIG_NAME = "config.json"
 """Name of the config file in a checkpoint folder (upstream: diffusers' `config.json`)."""
@@ -664,6 +670,62 @@ class MagvitV2(nn.Module):
                     "(most significant bit first, +-1 entries)"
                 )
         self.load_state_dict(state, strict=True)
+
+
+class PretrainedMagvitV2(MagvitV2):
+    """A [`MagvitV2`][omni_blocks.tokenizers.magvit2.MagvitV2] loaded from a checkpoint.
+
+    The same model as `MagvitV2.from_pretrained`, as a class whose constructor takes plain
+    values, so a LightningCLI config can name it (for example as the image tokenizer of
+    [`ManifestDataModule`][omni_blocks.data.manifest.ManifestDataModule]):
+
+    ```yaml
+    image_tokenizer:
+      class_path: omni_blocks.tokenizers.PretrainedMagvitV2
+      init_args: {pretrained: showlab/magvitv2, image_size: 256}
+    ```
+
+    Args:
+        pretrained: a folder, a weights file, or a hub repository id (`"showlab/magvitv2"`).
+        revision: hub revision (branch, tag or commit).
+        image_size: the resolution `encode` takes (256: 256 codes; 512: 1,024); `None`
+            keeps the checkpoint's (or the default 256).
+        allow_pickle: also read `pytorch_model.bin` when no safetensors file exists.
+        device: where the model runs (`"cpu"`, `"cuda"`, ...).
+        dtype: parameter dtype (`"float32"`, `"bfloat16"`); `None` keeps the checkpoint's.
+
+    Raises:
+        FileNotFoundError: no weights at `pretrained`.
+        ValueError: weights that do not fit the architecture of the checkpoint's config.
+    """
+
+    def __init__(
+        self,
+        pretrained: str = "showlab/magvitv2",
+        revision: str | None = None,
+        image_size: int | None = None,
+        allow_pickle: bool = False,
+        device: str = "cpu",
+        dtype: str | None = None,
+    ) -> None:
+        weights_file, config_file = _resolve_checkpoint(pretrained, revision, allow_pickle)
+        settings: dict[str, Any] = {}
+        if config_file is not None:
+            stored = json.loads(Path(config_file).read_text())
+            settings = {k: v for k, v in stored.items() if not k.startswith("_")}
+        if image_size is not None:
+            settings["image_size"] = image_size
+        unknown = sorted(set(settings) - set(_constructor_fields()))
+        if unknown:
+            raise ValueError(f"unknown MagvitV2 config field(s) {unknown} in {config_file}")
+        super().__init__(**settings)
+        self.pretrained = str(pretrained)
+        self.load_upstream_state_dict(_read_state_dict(weights_file))
+        self.eval()
+        torch_dtype = None if dtype is None else getattr(torch, str(dtype), None)
+        if dtype is not None and not isinstance(torch_dtype, torch.dtype):
+            raise ValueError(f"unknown dtype {dtype!r}; use for example 'float32' or 'bfloat16'")
+        self.to(device=device, dtype=torch_dtype)
 
 
 def _constructor_fields() -> list[str]:

@@ -456,7 +456,8 @@ class QwenTextTokenizer(TextTokenizer):
     """Dream's / Qwen2's tokenizer built offline, as a class with plain arguments.
 
     The same as `TextTokenizer.qwen2()`, for LightningCLI configs
-    (`class_path: omni_blocks.tokenizers.QwenTextTokenizer`).
+    (`class_path: omni_blocks.tokenizers.QwenTextTokenizer`). Instances built in one process
+    share one Hugging Face tokenizer (per `dream_special_tokens`), built the first time.
 
     Args:
         dream_special_tokens: add Dream's `<|beginoftext|>` (151665) and `<|mask|>` (151666).
@@ -465,4 +466,11 @@ class QwenTextTokenizer(TextTokenizer):
     """
 
     def __init__(self, dream_special_tokens: bool = True, add_special_tokens: bool = False) -> None:
-        super().__init__(qwen2_tokenizer(dream_special_tokens), add_special_tokens)
+        super().__init__(_shared_qwen2_tokenizer(dream_special_tokens), add_special_tokens)
+
+
+@functools.lru_cache(maxsize=2)
+def _shared_qwen2_tokenizer(dream_special_tokens: bool) -> Any:
+    # Building takes about two seconds each time; QwenTextTokenizer instances (one per
+    # config section or stage that names one) only encode and decode, so they share it.
+    return qwen2_tokenizer(dream_special_tokens)
