@@ -261,6 +261,10 @@ class TextTokenizer:
     (a local folder or hub id) and
     [`train_bpe`][omni_blocks.tokenizers.text.TextTokenizer.train_bpe] (a small byte-level BPE
     for miniature models).
+    [`save_pretrained`][omni_blocks.tokenizers.text.TextTokenizer.save_pretrained] writes a
+    folder that `from_pretrained`, or
+    [`PretrainedTextTokenizer`][omni_blocks.tokenizers.text.PretrainedTextTokenizer] in a
+    LightningCLI config, reads back.
     """
 
     def __init__(self, tokenizer: Any, add_special_tokens: bool = False) -> None:
