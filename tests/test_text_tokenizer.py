@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 from omni_blocks import Modality, VocabError, VocabLayout
-from omni_blocks.tokenizers import ModalityTokenizer, QwenTextTokenizer, TextTokenizer
+from omni_blocks.tokenizers import (
+    ModalityTokenizer,
+    PretrainedTextTokenizer,
+    QwenTextTokenizer,
+    TextTokenizer,
+)
 from omni_blocks.tokenizers.text import DREAM_SPECIAL_TOKENS, QWEN2_SPECIAL_TOKENS
 
 
@@ -100,6 +106,22 @@ def test_train_a_small_bpe() -> None:
     assert tok.decode(tok.encode("unseen: ünïcödé 😀")) == "unseen: ünïcödé 😀"  # byte-level
     with pytest.raises(ValueError, match="vocab_size"):
         TextTokenizer.train_bpe(texts, vocab_size=100)
+
+
+def test_saved_bpe_loads_back_also_from_a_config(tmp_path: Path) -> None:
+    from jsonargparse import ArgumentParser
+
+    tok = TextTokenizer.train_bpe(["the cat sat on the mat"] * 5, vocab_size=280)
+    folder = tok.save_pretrained(tmp_path / "tok")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--text", type=TextTokenizer)
+    spec = {"class_path": "omni_blocks.tokenizers.PretrainedTextTokenizer"}
+    cfg = parser.parse_object({"text": {**spec, "init_args": {"name_or_path": str(folder)}}})
+    for loaded in (TextTokenizer.from_pretrained(folder), parser.instantiate(cfg).text):
+        assert loaded.codebook_size == tok.codebook_size
+        assert loaded.special_ids == tok.special_ids
+        assert torch.equal(loaded.encode("the mat sat"), tok.encode("the mat sat"))
+    assert isinstance(parser.instantiate(cfg).text, PretrainedTextTokenizer)
 
 
 def test_rejects_non_tokenizers() -> None:

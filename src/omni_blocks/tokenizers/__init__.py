@@ -5,7 +5,7 @@ from omni_blocks.tokenizers.glm4voice import GLM4VoiceTokenizer, SpeechDecoder, 
 from omni_blocks.tokenizers.magvit2 import MagvitV2, PretrainedMagvitV2
 from omni_blocks.tokenizers.patch_vq import PatchVQTokenizer
 from omni_blocks.tokenizers.speech_vq import MelVQSpeechTokenizer
-from omni_blocks.tokenizers.text import QwenTextTokenizer, TextTokenizer
+from omni_blocks.tokenizers.text import PretrainedTextTokenizer, QwenTextTokenizer, TextTokenizer
 
 __all__ = [
     "GLM4VoiceTokenizer",
@@ -15,6 +15,7 @@ __all__ = [
     "ModalityTokenizer",
     "PatchVQTokenizer",
     "PretrainedMagvitV2",
+    "PretrainedTextTokenizer",
     "QwenTextTokenizer",
     "SpeechDecoder",
     "SpeechTokenizer",

@@ -27,6 +27,7 @@ import base64
 import functools
 import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, no_type_check
 
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "DREAM_SPECIAL_TOKENS",
     "QWEN2_PRETOKENIZE_REGEX",
     "QWEN2_SPECIAL_TOKENS",
+    "PretrainedTextTokenizer",
     "QwenTextTokenizer",
     "TextTokenizer",
     "qwen2_bpe_ranks",
@@ -298,6 +300,21 @@ class TextTokenizer:
         )
         return cls(tokenizer, add_special_tokens=add_special_tokens)
 
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the tokenizer to a folder (`tokenizer.json` and its config).
+
+        `TextTokenizer.from_pretrained(directory)`, or
+        [`PretrainedTextTokenizer`][omni_blocks.tokenizers.text.PretrainedTextTokenizer] in a
+        config, reads it back.
+
+        Returns:
+            The folder.
+        """
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(str(folder))
+        return folder
+
     @classmethod
     def train_bpe(
         cls,
@@ -467,6 +484,40 @@ class QwenTextTokenizer(TextTokenizer):
 
     def __init__(self, dream_special_tokens: bool = True, add_special_tokens: bool = False) -> None:
         super().__init__(_shared_qwen2_tokenizer(dream_special_tokens), add_special_tokens)
+
+
+class PretrainedTextTokenizer(TextTokenizer):
+    """A saved tokenizer folder or a hub id, as a class with plain arguments.
+
+    The same as `TextTokenizer.from_pretrained(...)`, for LightningCLI configs: a tokenizer
+    trained with `train_bpe` and written with `save_pretrained("tokenizer")` is named as
+
+    ```yaml
+    text_tokenizer:
+      class_path: omni_blocks.tokenizers.PretrainedTextTokenizer
+      init_args: {name_or_path: tokenizer}
+    ```
+
+    Args:
+        name_or_path: a folder written by `save_pretrained`, or a hub repository id.
+        revision: the hub revision.
+        trust_remote_code: allow a hub tokenizer's own code to run (off: never executed).
+        add_special_tokens: let the tokenizer add its own special tokens when encoding.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        add_special_tokens: bool = False,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(name_or_path), revision=revision, trust_remote_code=trust_remote_code
+        )
+        super().__init__(tokenizer, add_special_tokens=add_special_tokens)
 
 
 @functools.lru_cache(maxsize=2)
