@@ -161,6 +161,7 @@ def write_report(
     sweep: dict[str, list[dict[str, Any]]],
     timings: dict[str, float],
     total_seconds: float,
+    load: tuple[float, float],
     tokenizers: Tokenizers,
     test: dict[str, list[dict[str, Any]]],
     corpus: Any,
@@ -226,72 +227,78 @@ def write_report(
     for task, r in diffusion.items():
         a = autoregressive.get(task)
         main_rows.append(
-            [task, r.metric, r.value, r.nfe, a.value if a else "-", a.nfe if a else "-", r.n]
+            [
+                task,
+                r.metric,
+                r.value,
+                f"{r.nfe:.1f}",
+                a.value if a else "-",
+                f"{a.nfe:.1f}" if a else "-",
+                r.n,
+            ]
         )
+    agreement_rows = [[k, v["same digit"], v["same codes"]] for k, v in agreement.items()]
     sweep_rows = [
-        [task, row["model"], row["setting"], row["nfe"], row["value"]]
+        [task, row["model"], row["setting"], f"{row['nfe']:.1f}", row["value"]]
         for task, rows_ in sweep.items()
         for row in rows_
     ]
     train_rows = [
         [name, v["steps"], f"{v['seconds']:.0f}", v["final loss"]] for name, v in training.items()
     ]
-    text = f"""# Mini Omni-Diffusion: results
-
-Preset `{args.preset}` ({preset.hidden_size}-wide, {preset.num_layers}-layer backbone, batch
-{preset.batch_size}), {args.threads} CPU threads, seed {args.seed}: **{total_seconds:.0f} s**
-end to end (corpus and tokenizers cached in `{args.workdir}`: {timings.get("corpus", 0):.0f} s).
-Written by `examples/mini_omni/run.py`.
-
-## Results
-
-Held-out digits and held-out voices. Diffusion: the Omni-Diffusion sampler with 8 steps
-(entropy order, top-p 0.9); autoregressive: the same backbone with causal attention, trained
-as long on the final stage's mixture, greedy decoding. NFE: forward passes per sample.
-Images and speech are scored by judges trained on real data only.
-
-{markdown_table(["task", "metric", "diffusion", "NFE", "autoregressive", "NFE", "n"], main_rows)}
-
-Same image from a text prompt and from its spoken version (paired prompts, same digit):
-{
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    sections = [
+        "# Mini Omni-Diffusion: results",
+        f"Preset `{args.preset}`: {preset.hidden_size}-wide, {preset.num_layers}-layer backbone, "
+        f"batch {preset.batch_size}, {args.threads} CPU threads, seed {args.seed}. "
+        f"**{total_seconds:.0f} s end to end** ({phases}; machine load average "
+        f"{load[0]:.1f} at the start, {load[1]:.1f} at the end). "
+        "Written by `examples/mini_omni/run.py`.",
+        "## Results",
+        "Held-out digits and held-out voices. *Diffusion*: the Omni-Diffusion sampler with 8 "
+        "steps (entropy order, greedy tokens, top-p 0.9). *Autoregressive*: the same backbone "
+        "with causal attention, trained for as many steps on the final stage's mixture, greedy "
+        "decoding. NFE: forward passes per sample. Images and speech are scored by judges "
+        "trained on real data only (see below). Inpainting is zero-shot: the model never "
+        "trained on it.",
         markdown_table(
-            ["model", "judged the same digit", "identical image codes"],
-            [[k, v["same digit"], v["same codes"]] for k, v in agreement.items()],
-        )
-    }
-
-## Quality against forward passes
-
-{markdown_table(["task", "model", "decoding", "NFE", "quality"], sweep_rows)}
-
-![quality against NFE](quality_vs_nfe.png)
-
-## Images
-
-Rows: a real held-out digit per class; text-to-image and speech-to-image samples of the
-diffusion model; the baseline's text-to-image; zero-shot inpainting (the bottom half of the
-code grid unknown, blue) and its completion; unmasking trajectories (the image after each
-sampling step; blue: still `[MASK]`).
-
-![images](images.png)
-
-## Speech
-
-`wavs/`: text-to-speech of each digit word by both models (Griffin-Lim from the speech
-codes) and a real utterance in a held-out voice: {", ".join(p.name for p in wavs)}.
-
-## How it was measured
-
-Judges (fitted on real training data only, never on generated data):
-{markdown_table(["judge", "accuracy"], [[k, v] for k, v in judges.items()])}
-
-Corpus: {", ".join(f"{v} {k}" for k, v in corpus_summary.items())}.
-
-Training:
-{markdown_table(["model, stage", "steps", "seconds", "final loss"], train_rows)}
-
-Time per phase: {", ".join(f"{k} {v:.0f} s" for k, v in timings.items())}.
-"""
+            ["task", "metric", "diffusion", "NFE", "autoregressive", "NFE", "n"], main_rows
+        ),
+        "Is the image drawn from a spoken prompt the one drawn from the same text prompt? "
+        "(Paired prompts: 'draw a seven' written and spoken in a held-out voice.)",
+        markdown_table(["model", "judged the same digit", "identical image codes"], agreement_rows),
+        "Zero-shot inpainting: the judge reads the right digit in "
+        f"{diffusion['inpainting'].extra.get('known half alone', float('nan')):.3f} of the "
+        "half images alone (bottom left blank), in "
+        f"{diffusion['inpainting'].value:.3f} after completion with the text prompt, and in "
+        f"{diffusion['inpainting, no prompt'].value:.3f} after completion without it.",
+        "## Quality against forward passes",
+        "Diffusion with 1 to N sampling steps and with Fast-dLLM's confidence threshold (every "
+        "token above 0.9 at once), against the baseline's one token per forward pass.",
+        markdown_table(["task", "model", "decoding", "NFE", "quality"], sweep_rows),
+        "![quality against NFE](quality_vs_nfe.png)",
+        "## Images",
+        "Rows: a real held-out digit of each class; the diffusion model's text-to-image and "
+        "speech-to-image samples; the baseline's text-to-image; zero-shot inpainting (the "
+        "bottom half of the code grid unknown, in blue) and its completion; unmasking "
+        "trajectories of text-to-image (the image after each sampling step; blue: still "
+        "`[MASK]`).",
+        "![images](images.png)",
+        "## Speech",
+        "`wavs/`: each digit word spoken by both models (text-to-speech codes turned into "
+        "audio by Griffin-Lim) and by a held-out espeak-ng voice: "
+        + ", ".join(p.name for p in wavs)
+        + ".",
+        "## How it was measured",
+        "Judges, fitted on real training data only and never shown generated data; their "
+        "accuracy on real held-out data, and on real data passed through the tokenizers (the "
+        "best a generator can reach):",
+        markdown_table(["judge", "accuracy"], [[k, v] for k, v in judges.items()]),
+        "Corpus: " + ", ".join(f"{v} {k}" for k, v in corpus_summary.items()) + ".",
+        "Training (each diffusion stage starts from the previous one's weights):",
+        markdown_table(["model, stage", "steps", "seconds", "final loss"], train_rows),
+    ]
+    text = "\n\n".join(sections) + "\n"
     (out / "report.md").write_text(text)
     report = {
         "preset": args.preset,

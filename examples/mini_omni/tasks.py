@@ -31,6 +31,7 @@ from torch import Tensor
 from omni_blocks.data import (
     AsrTemplate,
     CaptionTemplate,
+    ChatFormat,
     InpaintingTemplate,
     SpeechToImageTemplate,
     SpokenVqaTemplate,
@@ -58,8 +59,9 @@ INSTRUCTIONS: dict[str, str] = {
     "spoken_vqa": "",
     "inpainting": "",  # the same prompt as text-to-image: inpainting is zero-shot
 }
-CHAT_TEXT = ("user\n", "assistant\n")
-"""Text of the ChatML turns around every example, also seen by the text tokenizer."""
+CHAT = ChatFormat(user_start="<|im_start|>", user_end="<|im_end|>", assistant_start="")
+"""ChatML markers around the user turn, without the role names: on 20 to 60-token sequences
+the three tokens of `"user\n"` and `"assistant\n"` would cost a tenth of the compute."""
 
 TASKS: tuple[str, ...] = (
     "t2i",
@@ -77,16 +79,17 @@ def make_templates(tokenizers: Tokenizers) -> dict[str, TaskTemplate]:
     """One template per task, all on the miniature's layout and text tokenizer."""
     layout, text = tokenizers.layout, tokenizers.text
     image_tokens = tokenizers.image.tokens_per_item
-    i = INSTRUCTIONS
+    i, kw = INSTRUCTIONS, {"chat": CHAT}
+    images = {"image_tokens": image_tokens, **kw}
     return {
-        "t2i": TextToImageTemplate(layout, text, i["t2i"], image_tokens=image_tokens),
-        "caption": CaptionTemplate(layout, text, i["caption"], image_tokens=image_tokens),
-        "vqa": VqaTemplate(layout, text, i["vqa"], image_tokens=image_tokens),
-        "asr": AsrTemplate(layout, text, i["asr"]),
-        "tts": TtsTemplate(layout, text, i["tts"]),
-        "s2i": SpeechToImageTemplate(layout, text, i["s2i"], image_tokens=image_tokens),
-        "spoken_vqa": SpokenVqaTemplate(layout, text, i["spoken_vqa"], image_tokens=image_tokens),
-        "inpainting": InpaintingTemplate(layout, text, i["inpainting"], image_tokens=image_tokens),
+        "t2i": TextToImageTemplate(layout, text, i["t2i"], **images),
+        "caption": CaptionTemplate(layout, text, i["caption"], **images),
+        "vqa": VqaTemplate(layout, text, i["vqa"], **images),
+        "asr": AsrTemplate(layout, text, i["asr"], **kw),
+        "tts": TtsTemplate(layout, text, i["tts"], **kw),
+        "s2i": SpeechToImageTemplate(layout, text, i["s2i"], **images),
+        "spoken_vqa": SpokenVqaTemplate(layout, text, i["spoken_vqa"], **images),
+        "inpainting": InpaintingTemplate(layout, text, i["inpainting"], **images),
     }
 
 
