@@ -145,9 +145,13 @@ def test_prompt_masks_exactly_the_target_region(template: Any, layout: VocabLayo
     assert torch.equal(prompt.prompt_ids, full.prompt_ids)
     is_mask = prompt.ids == layout.mask_id
     assert not is_mask[: prompt.target_start].any()  # nothing to write in the prompt
-    if template.name == "inpainting":
-        known = torch.cat([ex["known_mask"], torch.tensor([False])])
-        assert torch.equal(is_mask[prompt.maskable], ~known)
+    if template.target_modality is Modality.IMAGE:
+        # an image's length is known: its end token is given, only (unknown) codes are masks
+        known = torch.zeros(IMAGE_TOKENS, dtype=torch.bool)
+        if template.name == "inpainting":
+            known = ex["known_mask"]
+        assert torch.equal(is_mask[prompt.maskable], torch.cat([~known, torch.tensor([False])]))
+        assert prompt.ids[-1] == layout.end_id(Modality.IMAGE)
     else:
         assert torch.equal(is_mask, prompt.maskable)
     # a sampler writes the mask positions: writing the true target there gives `build`

@@ -162,8 +162,10 @@ class TaskTemplate(ABC):
         Args:
             example: a dict with the task's input keys.
             target_length: positions of the target region (room for the response, its end
-                token and tail pads). Image targets default to `image_tokens + 1`; text and
-                speech targets need it.
+                token and tail pads). Image targets default to `image_tokens + 1` and only
+                their codes are `mask_id`: an image's length is known, so its end token
+                (and tail pads in any further room) are given. Text and speech targets need
+                a length.
             index: the example's position in its dataset, quoted in error messages.
 
         Raises:
@@ -491,6 +493,20 @@ class _ImageTarget(_ImageTokens, TaskTemplate):
     def _default_target_length(self) -> int | None:
         return self.image_tokens + 1
 
+    def _masked_target(self, example: Mapping[str, Any], length: int, name: str) -> Tensor:
+        # An image has exactly `image_tokens` codes, so only they are generated: the end token
+        # (and any room after it, as tail pads) is given. Otherwise the sampler may end the
+        # image early, or fill it with pads when the region is longer than the image.
+        if length < self.image_tokens + 1:
+            raise DataError(
+                f"{name}: image targets need target_length >= image_tokens + 1 = "
+                f"{self.image_tokens + 1} (the codes and the end token), got {length}"
+            )
+        target = torch.full((length,), self.layout.pad_id, dtype=torch.long)
+        target[: self.image_tokens] = self.layout.mask_id
+        target[self.image_tokens] = self.layout.end_id(Modality.IMAGE)
+        return target
+
 
 @dataclass
 class TextToImageTemplate(_ImageTarget):
@@ -527,7 +543,7 @@ class InpaintingTemplate(_ImageTarget):
     fixed in the target region and only the rest is unmasked. So `build` gives a
     text-to-image training sequence (the `caption` is optional: without one the prompt is
     the instruction alone), and `prompt` keeps `image_codes[known_mask]` in place; only the
-    unknown codes and the end token are `mask_id`.
+    unknown codes are `mask_id` (the end token is given, as for every image target).
 
     Example keys: `image_codes`, `known_mask` (bool, one per code; True = known; for
     `prompt`), optional `caption`.
@@ -544,14 +560,9 @@ class InpaintingTemplate(_ImageTarget):
         return [self._text_with_instruction(example, "caption", name)]
 
     def _masked_target(self, example: Mapping[str, Any], length: int, name: str) -> Tensor:
-        if length < self.image_tokens + 1:
-            raise DataError(
-                f"{name}: inpainting needs target_length >= image_tokens + 1 = "
-                f"{self.image_tokens + 1} (the known codes sit in the target), got {length}"
-            )
+        target = super()._masked_target(example, length, name)
         codes = self._codes(example, "image_codes", Modality.IMAGE, name, self.image_tokens)
         known = self._known_mask(example, name)
-        target = torch.full((length,), self.layout.mask_id, dtype=torch.long)
         ids = self.layout.to_global(codes, Modality.IMAGE)
         target[: self.image_tokens] = torch.where(known, ids, target[: self.image_tokens])
         return target
