@@ -269,7 +269,7 @@ def write_report(
         markdown_table(["model", "judged the same digit", "identical image codes"], agreement_rows),
         "Zero-shot inpainting: the judge reads the right digit in "
         f"{diffusion['inpainting'].extra.get('known half alone', float('nan')):.3f} of the "
-        "half images alone (bottom left blank), in "
+        "half images alone (bottom half blank), in "
         f"{diffusion['inpainting'].value:.3f} after completion with the text prompt, and in "
         f"{diffusion['inpainting, no prompt'].value:.3f} after completion without it.",
         "## Quality against forward passes",

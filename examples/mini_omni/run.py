@@ -164,7 +164,10 @@ def fit(
         train,
         batch_size=preset.batch_size,
         seed=seed,
-        extra_tail_pad=(1, 4),  # upstream appends U{1..16} pads to targets of ~100s tokens
+        # Upstream appends U{1..16} pad targets to every response and aligns rows with
+        # padding that is neither attended nor a target; our responses are 1 to 16 tokens.
+        extra_tail_pad=(1, 8),
+        pad_targets=False,
     )
     trainer = L.Trainer(
         accelerator="cpu",
@@ -320,6 +323,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sampler=omni_diffusion_sampler(8),
         optimizer=optimizer,
         lr_schedule=lr_schedule,
+        normalization="sequence",  # each row counts once: short answers are not drowned
         seed=args.seed,
     )
     training: dict[str, dict[str, Any]] = {}
