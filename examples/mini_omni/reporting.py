@@ -257,7 +257,8 @@ def write_report(
         "## Results",
         "Held-out digits and held-out voices. *Diffusion*: the Omni-Diffusion sampler with 8 "
         "steps (entropy order, greedy tokens, top-p 0.9). *Autoregressive*: the same backbone "
-        "with causal attention, trained for as many steps on the final stage's mixture, greedy "
+        f"with causal attention, trained for {preset.ar_steps} steps on the final stage's "
+        f"mixture (diffusion: {preset.diffusion_steps} over its three stages), greedy "
         "decoding. NFE: forward passes per sample. Images and speech are scored by judges "
         "trained on real data only (see below). Inpainting is zero-shot: the model never "
         "trained on it.",

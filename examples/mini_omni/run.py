@@ -17,7 +17,8 @@ What it does, in order (each step is a few lines below, in `main`):
    previous one, with attenuated tail-pad masking: (1) text-to-image, captioning, VQA;
    (2) + ASR, TTS; (3) + speech-to-image, spoken VQA;
 5. the autoregressive baseline: the same backbone with causal attention, trained on the
-   final stage's mixture for as many steps as the diffusion model had in total;
+   final stage's mixture (as many steps as the diffusion model in `full-mini`; fewer in
+   `mini`, where the causal model saturates early and diffusion needs the time);
 6. evaluation of every task (plus zero-shot inpainting and the agreement between images
    drawn from a text prompt and from its spoken version), and a sweep of sampling steps
    against the baseline: quality against forward passes (NFE);

@@ -180,22 +180,8 @@ class ConstantLR:
 
 
 @dataclass(frozen=True)
-class WarmupCosine:
-    """Linear warm-up, then cosine decay to `min_lr_ratio` at the last step.
-
-    The shape of Hugging Face's `get_cosine_schedule_with_warmup` (half a cosine period),
-    with a floor: `min + (1 - min) * (1 + cos(pi * progress)) / 2`.
-
-    Args:
-        warmup_steps: steps of linear warm-up.
-        warmup_ratio: warm-up as a fraction of the run instead.
-        min_lr_ratio: the multiplier reached at the end of the run.
-        total_steps: the length of the decay; `None` uses the Trainer's estimate.
-
-    Raises:
-        ValueError: bad warm-up values, `min_lr_ratio` outside `[0, 1]`, or
-            `total_steps < 1`.
-    """
+class _WarmupThenDecay:
+    """Shared fields and checks of the decaying schedules: linear warm-up, then `_decay`."""
 
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
@@ -216,13 +202,37 @@ class WarmupCosine:
         if step < warmup:
             return step / warmup
         progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (
-            1.0 + math.cos(math.pi * progress)
-        )
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * self._decay(progress)
+
+    def _decay(self, progress: float) -> float:
+        """From 1 at `progress = 0` to 0 at `progress = 1`."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class WarmupLinear:
+class WarmupCosine(_WarmupThenDecay):
+    """Linear warm-up, then cosine decay to `min_lr_ratio` at the last step.
+
+    The shape of Hugging Face's `get_cosine_schedule_with_warmup` (half a cosine period),
+    with a floor: `min + (1 - min) * (1 + cos(pi * progress)) / 2`.
+
+    Args:
+        warmup_steps: steps of linear warm-up.
+        warmup_ratio: warm-up as a fraction of the run instead.
+        min_lr_ratio: the multiplier reached at the end of the run.
+        total_steps: the length of the decay; `None` uses the Trainer's estimate.
+
+    Raises:
+        ValueError: bad warm-up values, `min_lr_ratio` outside `[0, 1]`, or
+            `total_steps < 1`.
+    """
+
+    def _decay(self, progress: float) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class WarmupLinear(_WarmupThenDecay):
     """Linear warm-up, then linear decay to `min_lr_ratio` at the last step.
 
     Args:
@@ -232,23 +242,5 @@ class WarmupLinear:
         total_steps: the length of the decay; `None` uses the Trainer's estimate.
     """
 
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    min_lr_ratio: float = 0.0
-    total_steps: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_warmup(self.warmup_steps, self.warmup_ratio)
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio must lie in [0, 1]; got {self.min_lr_ratio}")
-        if self.total_steps is not None and self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1 or None; got {self.total_steps}")
-
-    def factor(self, step: int, total_steps: int) -> float:
-        """The multiplier at `step`."""
-        total = self.total_steps or total_steps
-        warmup = _warmup(total, self.warmup_steps, self.warmup_ratio)
-        if step < warmup:
-            return step / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 1.0 - (1.0 - self.min_lr_ratio) * progress
+    def _decay(self, progress: float) -> float:
+        return 1.0 - progress
