@@ -17,8 +17,7 @@ class Preset:
         batch_size: sequences per optimiser step.
         stage_steps: optimiser steps of the three diffusion stages.
         ar_steps: optimiser steps of the autoregressive baseline, on the final stage's
-            mixture (`full-mini`: the diffusion model's total, the same compute; `mini`:
-            fewer, so the ten minutes go where learning is slow).
+            mixture (the diffusion model's total: the same compute and data).
         lr: peak learning rate (AdamW, warm-up then cosine decay, in every stage).
         eval_examples: test examples per task.
         sweep_examples: test examples per task in the sampling-steps sweep.
@@ -64,11 +63,8 @@ PRESETS: dict[str, Preset] = {
         num_layers=4,
         num_heads=4,
         batch_size=32,
-        # Diffusion learns to read a digit from its codes several times more slowly per
-        # step than the causal baseline (which saturates within a few hundred steps): most
-        # of the ten minutes go to diffusion. full-mini gives both the same steps.
         stage_steps=(900, 700, 1000),
-        ar_steps=800,
+        ar_steps=2600,
         lr=2e-3,
         eval_examples=100,
         sweep_examples=60,
