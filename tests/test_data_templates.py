@@ -47,17 +47,11 @@ def tok() -> TextTokenizer:
 
 @pytest.fixture(scope="module")
 def layout(tok: TextTokenizer) -> VocabLayout:
-    eos = tok.token_id("<|endoftext|>")
     return VocabLayout(
         text_size=tok.codebook_size,
         speech_size=32,
         image_size=16,
-        special_ids={
-            "mask": tok.token_id("<|mask|>"),
-            "pad": eos,
-            "eos": eos,
-            "bos": tok.token_id("<|beginoftext|>"),
-        },
+        special_ids=tok.special_ids,
     )
 
 

@@ -118,17 +118,11 @@ def digit_tokenizer() -> TextTokenizer:
 
 
 def digit_layout(tok: TextTokenizer) -> VocabLayout:
-    eos = tok.token_id("<|endoftext|>")
     return VocabLayout(
         text_size=tok.codebook_size,
         speech_size=16,
         image_size=16,
-        special_ids={
-            "mask": tok.token_id("<|mask|>"),
-            "pad": eos,
-            "eos": eos,
-            "bos": tok.token_id("<|beginoftext|>"),
-        },
+        special_ids=tok.special_ids,
     )
 
 

@@ -20,9 +20,8 @@ from omni_blocks.data import TaskTemplate
 from omni_blocks.metrics import AnswerAccuracy, JudgeScore, WordErrorRate
 
 from .judges import DigitJudge, SpokenWordJudge
+from .tasks import Example
 from .tokenizing import Tokenizers
-
-Example = dict[str, Any]
 
 
 @dataclass
@@ -189,7 +188,9 @@ def score_task(
         raise ValueError(f"unknown task {task!r}; known: {sorted(METRIC_NAMES)}")
     extra = {}
     if task in ("t2i", "s2i", "inpainting"):
-        extra["valid"] = float(as_images(outputs, tokenizers)[1].float().mean())
+        tokens = tokenizers.image.tokens_per_item
+        valid = [image_codes(o, tokens) is not None for o in outputs]
+        extra["valid"] = sum(valid) / max(len(valid), 1)
     return TaskResult(
         task,
         METRIC_NAMES[task],

@@ -78,11 +78,6 @@ def build_tokenizers(
         text_size=text.codebook_size,
         speech_size=speech.codebook_size,
         image_size=image.codebook_size,
-        special_ids={
-            "mask": text.token_id("<|mask|>"),
-            "pad": text.token_id("<|endoftext|>"),
-            "eos": text.token_id("<|endoftext|>"),
-            "bos": text.token_id("<|beginoftext|>"),
-        },
+        special_ids=text.special_ids,
     )
     return Tokenizers(text=text, image=image, speech=speech, layout=layout)

@@ -99,36 +99,33 @@ def _transcript_pairs(
     return p, t
 
 
-class WordErrorRate(tm_text.WordErrorRate):
+class _NormalizedTranscripts:
+    """`normalize` and an `update` that checks and normalises transcripts, for a torchmetrics
+    text metric listed after this class among the bases."""
+
+    def __init__(self, normalize: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.normalize = normalize
+
+    def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
+        """Add transcripts `preds` against references `target`."""
+        super().update(*_transcript_pairs(preds, target, self.normalize))  # type: ignore[misc]
+
+
+class WordErrorRate(_NormalizedTranscripts, tm_text.WordErrorRate):
     """torchmetrics' word error rate on normalised text (see `normalize_text`).
 
     Args:
         normalize: normalise predictions and references before scoring.
     """
 
-    def __init__(self, normalize: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.normalize = normalize
 
-    def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
-        """Add transcripts `preds` against references `target`."""
-        super().update(*_transcript_pairs(preds, target, self.normalize))
-
-
-class CharErrorRate(tm_text.CharErrorRate):
+class CharErrorRate(_NormalizedTranscripts, tm_text.CharErrorRate):
     """torchmetrics' character error rate on normalised text (see `normalize_text`).
 
     Args:
         normalize: normalise predictions and references before scoring.
     """
-
-    def __init__(self, normalize: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.normalize = normalize
-
-    def update(self, preds: str | Sequence[str], target: str | Sequence[str]) -> None:
-        """Add transcripts `preds` against references `target`."""
-        super().update(*_transcript_pairs(preds, target, self.normalize))
 
 
 class AnswerAccuracy(torchmetrics.Metric):
