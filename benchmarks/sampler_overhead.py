@@ -11,7 +11,7 @@
    passes), which is immune to run-to-run noise.
 2. Threshold vs fixed steps: NFE and sample quality of Fast-dLLM's threshold planner against
    fixed-step schedules, with the exact denoiser of a small data set
-   ([`MixtureDenoiser`][omni_blocks.sampling.toy.MixtureDenoiser]): quality is the share of
+   ([`MixtureDenoiser`][omni_blocks.testing.MixtureDenoiser]): quality is the share of
    samples that are exactly a data sequence (1.0 for one token per step).
 
 Run: `PYTHONPATH=src python benchmarks/sampler_overhead.py [--threads 1] [--repeats 5]`.
@@ -39,7 +39,7 @@ from omni_blocks.sampling import (
     llada_sampler,
     omni_diffusion_sampler,
 )
-from omni_blocks.sampling.toy import MixtureDenoiser
+from omni_blocks.testing import MixtureDenoiser
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -12,12 +12,21 @@ and reconstructed mel spectrograms of one held-out word (the figure in the docs)
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from omni_blocks.data.speech_synth import TEST_VOICES, TRAIN_VOICES, espeak_available, spoken_words
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+
+from mini_omni.speech_synth import (
+    TEST_VOICES,
+    TRAIN_VOICES,
+    espeak_available,
+    spoken_words,
+)
+
 from omni_blocks.tokenizers.speech_vq import MelVQSpeechTokenizer
 
 

@@ -5,7 +5,7 @@ time sampler, mask strategy, loss, AdamW and warm-up/cosine learning-rate schedu
 same per-step random draws; the bare loop is what one would write by hand:
 
 ```text
-t = time_sampler.sample(B); corruption = mask_strategy(ids, maskable, t, ...)
+t = time_distribution.sample(B); corruption = mask_strategy(ids, target_mask, t, ...)
 loss = masked_diffusion_loss(backbone(corruption.noisy_ids, mask), ids, corruption)
 loss.backward(); optimizer.step(); scheduler.step(); optimizer.zero_grad()
 ```
@@ -46,7 +46,7 @@ from omni_blocks.loss import masked_diffusion_loss
 from omni_blocks.masking import AttenuatedTailPadMasking
 from omni_blocks.module import OmniDiffusionModule, _mix_seed
 from omni_blocks.optim import AdamWConfig, WarmupCosine
-from omni_blocks.schedules import LinearSchedule, UniformTimeSampler
+from omni_blocks.schedules import LinearSchedule, UniformTime
 from omni_blocks.vocab import VocabLayout
 
 
@@ -65,7 +65,7 @@ def make_batches(
         out.append(
             {
                 "input_ids": ids,
-                "maskable": position >= prompt,
+                "target_mask": position >= prompt,
                 "attention_mask": torch.ones(batch, seq, dtype=torch.bool),
                 "task": ["bench"] * batch,
             }
@@ -141,7 +141,7 @@ def run_bare(
     """The hand-written loop over the module's own blocks (no Lightning anywhere)."""
     backbone = module.backbone.to(device).train()
     layout, schedule = module.layout, module.schedule
-    time_sampler, mask_strategy = module.time_sampler, module.mask_strategy
+    time_distribution, mask_strategy = module.time_distribution, module.mask_strategy
     optimizer = module.optimizer_factory.build(backbone)
     total = warmup + steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -156,14 +156,14 @@ def run_bare(
         if step == warmup:
             start = clocks()
         ids = batch["input_ids"].to(device)
-        maskable = batch["maskable"].to(device)
+        target_mask = batch["target_mask"].to(device)
         attention = batch["attention_mask"].to(device)
         # the same draws as the module: one generator per step, seeded by (seed, step, rank)
         generator = torch.Generator(device=ids.device)
         generator.manual_seed(_mix_seed(module.seed, 0, step, 0))
-        t = time_sampler.sample(ids.shape[0], generator=generator, device=ids.device)
+        t = time_distribution.sample(ids.shape[0], generator=generator, device=ids.device)
         corruption = mask_strategy(
-            ids, maskable, t, schedule=schedule, layout=layout, generator=generator
+            ids, target_mask, t, schedule=schedule, layout=layout, generator=generator
         )
         logits = backbone(corruption.noisy_ids, None if bool(attention.all()) else attention)
         loss = masked_diffusion_loss(
@@ -223,7 +223,7 @@ def main() -> None:
             backbone,
             layout,
             schedule=LinearSchedule(),
-            time_sampler=UniformTimeSampler(),
+            time_distribution=UniformTime(),
             mask_strategy=AttenuatedTailPadMasking(),
             optimizer=AdamWConfig(lr=1e-3, weight_decay=0.01),
             lr_schedule=WarmupCosine(warmup_steps=2, min_lr_ratio=0.1),

@@ -7,8 +7,15 @@ shape annotations of every public function are checked at run time during the te
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from jaxtyping import install_import_hook
+
+# The test helpers (`tiny_data`) and the recipes (`mini_omni`) import by name from any
+# folder of the tree (the tests mirror the package: tests/sampling/, tests/data/, ...).
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS), str(TESTS.parent / "examples")]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

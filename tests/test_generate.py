@@ -21,7 +21,13 @@ from omni_blocks.metrics import (
 )
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
-from omni_blocks.sampling import Denoiser, MaskedDiffusionSampler, SampleOutput, SchedulePlanner
+from omni_blocks.sampling import (
+    Denoiser,
+    MaskedDiffusionSampler,
+    SampleOutput,
+    Sampler,
+    SchedulePlanner,
+)
 from omni_blocks.typing import SeqMask, TokenIds
 from omni_blocks.vocab import Modality, VocabLayout
 from tiny_data import (
@@ -34,7 +40,7 @@ from tiny_data import (
 )
 
 
-class GreedyOneShot:
+class GreedyOneShot(Sampler):
     """Fills every mask at once with the most likely allowed id (a one-step sampler).
 
     Records its calls, so the tests can check what `generate` passes in.
@@ -50,7 +56,7 @@ class GreedyOneShot:
         *,
         layout: VocabLayout,
         modality: Modality | None = None,
-        target: SeqMask | None = None,
+        target_mask: SeqMask | None = None,
         attention_mask: SeqMask | None = None,
         generator: torch.Generator | None = None,
     ) -> SampleOutput:
@@ -58,7 +64,7 @@ class GreedyOneShot:
             {
                 "ids": ids.clone(),
                 "modality": modality,
-                "target": target,
+                "target": target_mask,
                 "attention": attention_mask,
             }
         )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from omni_blocks.loss import masked_diffusion_loss, masked_token_nll
 from omni_blocks.masking import Corruption, UniformMasking
 from omni_blocks.schedules import (
-    AntitheticTimeSampler,
+    AntitheticTime,
     CosineSchedule,
     GeometricSchedule,
     LinearSchedule,
@@ -68,9 +68,15 @@ def test_normalisations_by_hand() -> None:
         logits, targets, c, normalization="elbo", t=t, schedule=LinearSchedule()
     )
     assert float(elbo) == pytest.approx((2 * (a + b) + 4 * d) / 6, rel=1e-6)
-    maskable = torch.tensor([[True, True, True], [False, True, True]])
+    target_mask = torch.tensor([[True, True, True], [False, True, True]])
     elbo5 = masked_diffusion_loss(
-        logits, targets, c, normalization="elbo", t=t, schedule=LinearSchedule(), maskable=maskable
+        logits,
+        targets,
+        c,
+        normalization="elbo",
+        t=t,
+        schedule=LinearSchedule(),
+        target_mask=target_mask,
     )
     assert float(elbo5) == pytest.approx((2 * (a + b) + 4 * d) / 5, rel=1e-6)
 
@@ -148,13 +154,13 @@ def test_elbo_of_a_time_independent_model_is_its_token_nll(schedule: NoiseSchedu
     batch, seq, vocab = 4096, 32, layout.vocab_size
     targets = torch.randint(0, 16, (batch, seq), generator=g)
     logits = torch.randn(1, seq, vocab, generator=g).expand(batch, seq, vocab)
-    maskable = torch.ones(batch, seq, dtype=torch.bool)
-    t = AntitheticTimeSampler(eps=1e-4).sample(batch, generator=g)
-    c = UniformMasking()(targets, maskable, t, schedule=schedule, layout=layout, generator=g)
+    target_mask = torch.ones(batch, seq, dtype=torch.bool)
+    t = AntitheticTime(eps=1e-4).sample(batch, generator=g)
+    c = UniformMasking()(targets, target_mask, t, schedule=schedule, layout=layout, generator=g)
     elbo = masked_diffusion_loss(
-        logits, targets, c, normalization="elbo", t=t, schedule=schedule, maskable=maskable
+        logits, targets, c, normalization="elbo", t=t, schedule=schedule, target_mask=target_mask
     )
-    full = masked_token_nll(logits, targets, maskable).mean()
+    full = masked_token_nll(logits, targets, target_mask).mean()
     assert float(elbo) == pytest.approx(float(full), rel=0.03)
 
 

@@ -45,7 +45,7 @@ schedules = st.sampled_from(
 
 @st.composite
 def batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows of content ids, a prompt prefix (not maskable), then a tail of pad tokens."""
+    """Rows of content ids, a prompt prefix (not target_mask), then a tail of pad tokens."""
     batch = draw(st.integers(1, 6))
     seq = draw(st.integers(1, 40))
     seed = draw(st.integers(0, 2**31))
@@ -55,21 +55,21 @@ def batches(draw: st.DrawFn) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     pads = torch.randint(0, seq + 1, (batch, 1), generator=g)
     pos = torch.arange(seq)
     ids = torch.where(pos >= seq - pads, torch.full_like(ids, PAD), ids)
-    maskable = pos >= prompt
+    target_mask = pos >= prompt
     t = torch.tensor(draw(st.lists(st.floats(0, 1, width=32), min_size=batch, max_size=batch)))
-    return ids, maskable, t
+    return ids, target_mask, t
 
 
 def corrupt(
     strategy: MaskStrategy,
     ids: torch.Tensor,
-    maskable: torch.Tensor,
+    target_mask: torch.Tensor,
     t: torch.Tensor,
     schedule: NoiseSchedule,
     seed: int = 0,
 ) -> Corruption:
     g = torch.Generator().manual_seed(seed)
-    return strategy(ids, maskable, t, schedule=schedule, layout=LAYOUT, generator=g)
+    return strategy(ids, target_mask, t, schedule=schedule, layout=LAYOUT, generator=g)
 
 
 @pytest.mark.parametrize("strategy", ALL_STRATEGIES, ids=repr)
@@ -80,23 +80,25 @@ def test_mask_is_consistent_and_prompt_never_masked(
     schedule: NoiseSchedule,
     seed: int,
 ) -> None:
-    ids, maskable, t = batch
-    out = corrupt(strategy, ids, maskable, t, schedule, seed)
+    ids, target_mask, t = batch
+    out = corrupt(strategy, ids, target_mask, t, schedule, seed)
     assert isinstance(strategy, MaskStrategy)
     assert out.mask.dtype == torch.bool and out.mask.shape == ids.shape
     assert torch.equal(out.noisy_ids == MASK, out.mask)
     assert torch.equal(out.noisy_ids[~out.mask], ids[~out.mask])
     if not isinstance(strategy, FullSequenceMasking):
-        assert not bool(out.mask[~maskable].any()), "a prompt token was masked"
+        assert not bool(out.mask[~target_mask].any()), "a prompt token was masked"
     # t = 1 under a schedule with alpha(1) = 0 masks everything it may; t = 0 masks nothing
     ends = torch.tensor([0.0, 1.0]).repeat(ids.shape[0], 1)
     for col, expected in ((0, 0.0), (1, 1.0)):
         tt = ends[:, col]
         if float(schedule.mask_prob(tt[:1])) != expected:
             continue
-        m = corrupt(strategy, ids, maskable, tt, schedule, seed).mask
+        m = corrupt(strategy, ids, target_mask, tt, schedule, seed).mask
         region = (
-            torch.ones_like(maskable) if isinstance(strategy, FullSequenceMasking) else maskable
+            torch.ones_like(target_mask)
+            if isinstance(strategy, FullSequenceMasking)
+            else target_mask
         )
         if expected == 0.0:
             assert not bool(m.any())
@@ -111,19 +113,19 @@ def test_mask_is_consistent_and_prompt_never_masked(
 def test_same_generator_same_mask(
     strategy: MaskStrategy, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], seed: int
 ) -> None:
-    ids, maskable, t = batch
-    a = corrupt(strategy, ids, maskable, t, LinearSchedule(), seed)
-    b = corrupt(strategy, ids, maskable, t, LinearSchedule(), seed)
+    ids, target_mask, t = batch
+    a = corrupt(strategy, ids, target_mask, t, LinearSchedule(), seed)
+    b = corrupt(strategy, ids, target_mask, t, LinearSchedule(), seed)
     assert torch.equal(a.mask, b.mask) and torch.equal(a.noisy_ids, b.noisy_ids)
 
 
 def test_different_seeds_give_different_masks() -> None:
     ids = torch.randint(0, 100, (4, 256), generator=torch.Generator().manual_seed(0))
-    maskable = torch.ones_like(ids, dtype=torch.bool)
+    target_mask = torch.ones_like(ids, dtype=torch.bool)
     t = torch.full((4,), 0.5)
     for strategy in ALL_STRATEGIES:
-        a = corrupt(strategy, ids, maskable, t, LinearSchedule(), 1).mask
-        b = corrupt(strategy, ids, maskable, t, LinearSchedule(), 2).mask
+        a = corrupt(strategy, ids, target_mask, t, LinearSchedule(), 1).mask
+        b = corrupt(strategy, ids, target_mask, t, LinearSchedule(), 2).mask
         assert not torch.equal(a, b), strategy
 
 
@@ -143,11 +145,13 @@ def test_empirical_mask_ratio_matches_mask_prob(
 ) -> None:
     batch, seq = 32, 256
     ids = torch.randint(0, 100, (batch, seq), generator=torch.Generator().manual_seed(seed))
-    maskable = torch.arange(seq).expand(batch, seq) >= 16
+    target_mask = torch.arange(seq).expand(batch, seq) >= 16
     t = torch.full((batch,), t0)
-    mask = corrupt(strategy, ids, maskable, t, schedule, seed).mask
+    mask = corrupt(strategy, ids, target_mask, t, schedule, seed).mask
     p = float(schedule.mask_prob(t[:1]))
-    region = torch.ones_like(maskable) if isinstance(strategy, FullSequenceMasking) else maskable
+    region = (
+        torch.ones_like(target_mask) if isinstance(strategy, FullSequenceMasking) else target_mask
+    )
     n = int(region.sum())
     assert abs(float(mask[region].float().mean()) - p) <= _tolerance(p, n)
 
@@ -163,9 +167,9 @@ def test_span_masking_ratio_matches_mask_prob(
 ) -> None:
     batch, seq = 32, 256
     ids = torch.randint(0, 100, (batch, seq), generator=torch.Generator().manual_seed(seed))
-    maskable = torch.ones_like(ids, dtype=torch.bool)
+    target_mask = torch.ones_like(ids, dtype=torch.bool)
     t = torch.full((batch,), t0)
-    mask = corrupt(SpanMasking(span), ids, maskable, t, schedule, seed).mask
+    mask = corrupt(SpanMasking(span), ids, target_mask, t, schedule, seed).mask
     p = float(schedule.mask_prob(t[:1]))
     # the Markov chain's autocorrelation decays as lambda^k, lambda = 1 - q - r; the variance
     # of the mean of a stationary chain grows by (1 + lambda) / (1 - lambda)
@@ -179,15 +183,15 @@ def test_span_masking_ratio_matches_mask_prob(
 def test_span_masking_makes_spans_of_the_requested_mean_length() -> None:
     batch, seq, span = 64, 512, 6.0
     ids = torch.zeros(batch, seq, dtype=torch.long)
-    maskable = torch.ones_like(ids, dtype=torch.bool)
+    target_mask = torch.ones_like(ids, dtype=torch.bool)
     t = torch.full((batch,), 0.3)
-    mask = corrupt(SpanMasking(span), ids, maskable, t, LinearSchedule(), 3).mask
+    mask = corrupt(SpanMasking(span), ids, target_mask, t, LinearSchedule(), 3).mask
     starts = mask[:, 1:] & ~mask[:, :-1]
     n_spans = int(starts.sum() + mask[:, 0].sum())
     mean_length = float(mask.sum()) / n_spans
     # runs cut by the row end are shorter; allow for them
     assert 0.85 * span < mean_length < 1.1 * span
-    iid = corrupt(UniformMasking(), ids, maskable, t, LinearSchedule(), 3).mask
+    iid = corrupt(UniformMasking(), ids, target_mask, t, LinearSchedule(), 3).mask
     iid_starts = int((iid[:, 1:] & ~iid[:, :-1]).sum() + iid[:, 0].sum())
     assert float(iid.sum()) / iid_starts < 2.0
 
@@ -201,40 +205,41 @@ def test_pad_masking_rate_follows_the_attenuation(
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 100, (batch, seq), generator=g)
     ids[:, seq - n_pad :] = PAD
-    maskable = torch.arange(seq).expand(batch, seq) >= 8
+    target_mask = torch.arange(seq).expand(batch, seq) >= 8
     t = torch.full((batch,), t0)
     strategy = AttenuatedTailPadMasking(pad_mask_ratio=ratio)
-    mask = corrupt(strategy, ids, maskable, t, schedule, seed).mask
+    mask = corrupt(strategy, ids, target_mask, t, schedule, seed).mask
     p = float(schedule.mask_prob(t[:1]))
     is_pad = ids == PAD
-    content = maskable & ~is_pad
+    content = target_mask & ~is_pad
     pad_rate = float(mask[is_pad].float().mean())
     content_rate = float(mask[content].float().mean())
     assert abs(pad_rate - ratio * p) <= _tolerance(ratio * p, int(is_pad.sum()))
     assert abs(content_rate - p) <= _tolerance(p, int(content.sum()))
-    probs = strategy.mask_probs(ids, maskable, t, schedule=schedule, pad_id=PAD)
+    probs = strategy.mask_probs(ids, target_mask, t, schedule=schedule, pad_id=PAD)
     torch.testing.assert_close(probs[is_pad], torch.full_like(probs[is_pad], ratio * p))
-    assert bool((probs[~maskable] == 0).all())
+    assert bool((probs[~target_mask] == 0).all())
 
 
 def test_pad_loss_weight_lands_in_corruption() -> None:
     ids = torch.tensor([[5, 6, PAD, PAD]])
-    maskable = torch.ones_like(ids, dtype=torch.bool)
+    target_mask = torch.ones_like(ids, dtype=torch.bool)
     t = torch.ones(1)
-    out = corrupt(AttenuatedTailPadMasking(1.0, 0.25), ids, maskable, t, LinearSchedule())
+    out = corrupt(AttenuatedTailPadMasking(1.0, 0.25), ids, target_mask, t, LinearSchedule())
     assert out.loss_weight is not None
     assert out.loss_weight.tolist() == [[1.0, 1.0, 0.25, 0.25]]
     assert (
-        corrupt(AttenuatedTailPadMasking(), ids, maskable, t, LinearSchedule()).loss_weight is None
+        corrupt(AttenuatedTailPadMasking(), ids, target_mask, t, LinearSchedule()).loss_weight
+        is None
     )
 
 
 def test_full_sequence_masking_covers_the_prompt() -> None:
     ids = torch.arange(20).reshape(2, 10)
-    maskable = torch.zeros_like(ids, dtype=torch.bool)
-    out = corrupt(FullSequenceMasking(), ids, maskable, torch.ones(2), LinearSchedule())
+    target_mask = torch.zeros_like(ids, dtype=torch.bool)
+    out = corrupt(FullSequenceMasking(), ids, target_mask, torch.ones(2), LinearSchedule())
     assert bool(out.mask.all())
-    out = corrupt(UniformMasking(), ids, maskable, torch.ones(2), LinearSchedule())
+    out = corrupt(UniformMasking(), ids, target_mask, torch.ones(2), LinearSchedule())
     assert not bool(out.mask.any())
 
 
@@ -246,10 +251,10 @@ def test_check_corruption_inputs_names_the_problem() -> None:
     ok = torch.ones(2, 5, dtype=torch.bool)
     t = torch.full((2,), 0.5)
     check_corruption_inputs(ids, ok, t)
-    with pytest.raises(TypeError, match=r"maskable must be a bool tensor.*torch\.int64"):
+    with pytest.raises(TypeError, match=r"target_mask must be a bool tensor.*torch\.int64"):
         check_corruption_inputs(ids, ok.long(), t)
     with pytest.raises(
-        ValueError, match=r"maskable has shape \(2, 4\) but ids have shape \(2, 5\)"
+        ValueError, match=r"target_mask has shape \(2, 4\) but ids have shape \(2, 5\)"
     ):
         check_corruption_inputs(ids, ok[:, :4], t)
     with pytest.raises(ValueError, match=r"one time per row, shape \(2,\)"):

@@ -13,12 +13,13 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from omni_blocks.backbones import NativeTransformer
+from omni_blocks.config import SerializationError
+from omni_blocks.data.collate import BatchError
 from omni_blocks.masking import AttenuatedTailPadMasking, SpanMasking
-from omni_blocks.module import BatchError, OmniDiffusionModule
+from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
 from omni_blocks.sampling import omni_diffusion_sampler
-from omni_blocks.schedules import AntitheticTimeSampler, CosineSchedule
-from omni_blocks.serialization import SerializationError
+from omni_blocks.schedules import AntitheticTime, CosineSchedule
 from tiny_data import (
     TASKS,
     CopyDataModule,
@@ -174,7 +175,7 @@ def test_same_seed_same_draws_other_seed_other_draws() -> None:
     assert torch.equal(one.corruption.mask, two.corruption.mask)
     assert not torch.equal(one.corruption.mask, three.corruption.mask)
     # prompts are never masked
-    assert not bool((one.corruption.mask & ~batch["maskable"]).any())
+    assert not bool((one.corruption.mask & ~batch["target_mask"]).any())
 
 
 class ParamChecksum(Callback):
@@ -321,7 +322,7 @@ def test_init_from_mismatched_shapes_is_a_clear_error(tmp_path: Path) -> None:
 def test_save_and_from_pretrained_give_identical_logits(tmp_path: Path) -> None:
     module = make_module(
         schedule=CosineSchedule(),
-        time_sampler=AntitheticTimeSampler(shuffle=True),
+        time_distribution=AntitheticTime(shuffle=True),
         mask_strategy=AttenuatedTailPadMasking(pad_mask_ratio=0.5),
         normalization="sequence",
         sampler=omni_diffusion_sampler(num_steps=16, guidance_scale=1.5),
@@ -334,7 +335,7 @@ def test_save_and_from_pretrained_give_identical_logits(tmp_path: Path) -> None:
     loaded = OmniDiffusionModule.from_pretrained(folder)
     assert loaded.layout == module.layout
     assert loaded.schedule == module.schedule
-    assert loaded.time_sampler == module.time_sampler
+    assert loaded.time_distribution == module.time_distribution
     assert loaded.mask_strategy == module.mask_strategy
     assert loaded.normalization == "sequence"
     assert loaded.sampler == module.sampler
@@ -452,8 +453,8 @@ def test_bad_arguments_are_clear() -> None:
 def test_bad_batches_are_named() -> None:
     module = make_module()
     batch = a_batch()
-    with pytest.raises(BatchError, match="lacks \\['maskable'\\]"):
-        module.step({k: v for k, v in batch.items() if k != "maskable"})
+    with pytest.raises(BatchError, match="lacks \\['target_mask'\\]"):
+        module.step({k: v for k, v in batch.items() if k != "target_mask"})
     with pytest.raises(BatchError, match="must be a bool tensor"):
         module.step({**batch, "attention_mask": batch["attention_mask"].long()})
     too_big = batch["input_ids"].clone()

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from omni_blocks.schedules import (
-    AntitheticTimeSampler,
+    AntitheticTime,
     CosineSchedule,
     GeometricSchedule,
     LinearSchedule,
@@ -16,8 +16,8 @@ from omni_blocks.schedules import (
     MaskGITPowerSchedule,
     NoiseSchedule,
     PolynomialSchedule,
-    TimeSampler,
-    UniformTimeSampler,
+    TimeDistribution,
+    UniformTime,
     check_times,
 )
 
@@ -121,8 +121,8 @@ def test_check_times_names_the_problem() -> None:
         (lambda: LogLinearSchedule(-0.1), "eps"),
         (lambda: GeometricSchedule(1.0, 0.5), "sigma_max"),
         (lambda: GeometricSchedule(0.0, 1.0), "sigma_min"),
-        (lambda: UniformTimeSampler(1.0), "eps"),
-        (lambda: AntitheticTimeSampler(-0.5), "eps"),
+        (lambda: UniformTime(1.0), "eps"),
+        (lambda: AntitheticTime(-0.5), "eps"),
     ],
 )
 def test_bad_parameters_raise(factory: object, message: str) -> None:
@@ -132,33 +132,31 @@ def test_bad_parameters_raise(factory: object, message: str) -> None:
 
 # ---------------------------------------------------------------------------------- time samplers
 
-SAMPLERS: list[TimeSampler] = [
-    UniformTimeSampler(),
-    UniformTimeSampler(0.1),
-    AntitheticTimeSampler(),
-    AntitheticTimeSampler(0.05, shuffle=True),
+SAMPLERS: list[TimeDistribution] = [
+    UniformTime(),
+    UniformTime(0.1),
+    AntitheticTime(),
+    AntitheticTime(0.05, shuffle=True),
 ]
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS, ids=repr)
 @given(n=st.integers(1, 300), seed=st.integers(0, 2**31))
-def test_time_samplers_respect_eps_and_are_reproducible(
-    sampler: UniformTimeSampler | AntitheticTimeSampler, n: int, seed: int
+def test_time_distributions_respect_eps_and_are_reproducible(
+    sampler: UniformTime | AntitheticTime, n: int, seed: int
 ) -> None:
-    assert isinstance(sampler, TimeSampler)
+    assert isinstance(sampler, TimeDistribution)
     t = sampler.sample(n, generator=torch.Generator().manual_seed(seed))
     assert t.shape == (n,) and t.dtype == torch.float32
     assert bool((t >= sampler.eps).all()) and bool((t < 1).all())
     again = sampler.sample(n, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(t, again)
-    called = sampler(n, generator=torch.Generator().manual_seed(seed))  # __call__ = sample
-    assert torch.equal(t, called)
 
 
 @given(n=st.integers(1, 300), seed=st.integers(0, 2**31), shuffle=st.booleans())
 def test_antithetic_sampler_puts_one_time_in_each_stratum(n: int, seed: int, shuffle: bool) -> None:
     eps = 0.01
-    sampler = AntitheticTimeSampler(eps, shuffle=shuffle)
+    sampler = AntitheticTime(eps, shuffle=shuffle)
     t = sampler.sample(n, generator=torch.Generator().manual_seed(seed)).double()
     scaled = (t - eps) / (1 - eps) * n  # stratum i is [i, i + 1) on this scale
     # float32 rounding may put a draw a hair outside its stratum: allow 1e-3
@@ -171,12 +169,8 @@ def test_antithetic_sampler_puts_one_time_in_each_stratum(n: int, seed: int, shu
 
 def test_uniform_sampler_is_uniform_and_antithetic_has_lower_variance() -> None:
     g = torch.Generator().manual_seed(1)
-    uniform = torch.stack(
-        [UniformTimeSampler(0.0).sample(16, generator=g).mean() for _ in range(400)]
-    )
-    anti = torch.stack(
-        [AntitheticTimeSampler(0.0).sample(16, generator=g).mean() for _ in range(400)]
-    )
+    uniform = torch.stack([UniformTime(0.0).sample(16, generator=g).mean() for _ in range(400)])
+    anti = torch.stack([AntitheticTime(0.0).sample(16, generator=g).mean() for _ in range(400)])
     assert float(uniform.mean()) == pytest.approx(0.5, abs=0.02)
     assert float(anti.mean()) == pytest.approx(0.5, abs=0.005)
     # batch means of stratified draws vary n times less in std: 1/sqrt(12 n) vs 1/(n sqrt(12))
@@ -184,7 +178,7 @@ def test_uniform_sampler_is_uniform_and_antithetic_has_lower_variance() -> None:
 
 
 @pytest.mark.parametrize("bad", [0, -3])
-def test_time_sampler_rejects_bad_batch_size(bad: int) -> None:
-    for sampler in (UniformTimeSampler(), AntitheticTimeSampler()):
+def test_time_distribution_rejects_bad_batch_size(bad: int) -> None:
+    for sampler in (UniformTime(), AntitheticTime()):
         with pytest.raises((ValueError, TypeError), match="batch_size"):
             sampler.sample(bad)

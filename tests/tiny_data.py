@@ -4,7 +4,7 @@ The copy task is in the batch format of `omni_blocks.data.collate_sequences`.
 
 Rows are `prompt + target + tail pads`, where the target repeats the prompt's text ids; the
 prompt length varies, so rows are aligned with padding that is neither attended nor
-maskable. Used by the module, CLI and benchmark tests (importable from a YAML config as
+target_mask. Used by the module, CLI and benchmark tests (importable from a YAML config as
 `tiny_data.CopyDataModule`).
 """
 
@@ -39,7 +39,7 @@ def tiny_layout(text_size: int = 40) -> VocabLayout:
 def copy_examples(
     layout: VocabLayout, num_examples: int, max_prompt: int = 6, tail_pads: int = 2, seed: int = 0
 ) -> list[dict[str, Any]]:
-    """`num_examples` sequences with `ids`, `maskable` and `task` (one per row)."""
+    """`num_examples` sequences with `ids`, `target_mask` and `task` (one per row)."""
     generator = torch.Generator().manual_seed(seed)
     out = []
     for i in range(num_examples):
@@ -47,27 +47,27 @@ def copy_examples(
         prompt = torch.randint(0, layout.text_size, (n,), generator=generator)
         pads = torch.full((tail_pads,), layout.pad_id)
         ids = torch.cat([prompt, prompt, pads])
-        maskable = torch.cat(
+        target_mask = torch.cat(
             [torch.zeros(n, dtype=torch.bool), torch.ones(n + tail_pads, dtype=torch.bool)]
         )
-        out.append({"ids": ids, "maskable": maskable, "task": TASKS[i % 2]})
+        out.append({"ids": ids, "target_mask": target_mask, "task": TASKS[i % 2]})
     return out
 
 
 def collate(rows: list[dict[str, Any]], layout: VocabLayout) -> dict[str, Any]:
-    """Right-align nothing: rows are padded at the end with unattended, unmaskable pads."""
+    """Right-align nothing: rows are padded at the end with unattended, untarget_mask pads."""
     width = max(len(r["ids"]) for r in rows)
     ids = torch.full((len(rows), width), layout.pad_id, dtype=torch.long)
-    maskable = torch.zeros(len(rows), width, dtype=torch.bool)
+    target_mask = torch.zeros(len(rows), width, dtype=torch.bool)
     attention = torch.zeros(len(rows), width, dtype=torch.bool)
     for i, r in enumerate(rows):
         n = len(r["ids"])
         ids[i, :n] = r["ids"]
-        maskable[i, :n] = r["maskable"]
+        target_mask[i, :n] = r["target_mask"]
         attention[i, :n] = True
     return {
         "input_ids": ids,
-        "maskable": maskable,
+        "target_mask": target_mask,
         "attention_mask": attention,
         "task": [r["task"] for r in rows],
     }

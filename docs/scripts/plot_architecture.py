@@ -84,7 +84,8 @@ def sequence_strip(ax: plt.Axes, x0: float, y0: float) -> None:
         xytext=(x0 + len(cells) * width, y0 - 0.08),
         arrowprops={"arrowstyle": "<->", "lw": 0.8},
     )
-    ax.text(x0 + (n_prompt + 4.5) * width, y0 - 0.22, "target (maskable)", ha="center", fontsize=8)
+    label = "target (target_mask)"
+    ax.text(x0 + (n_prompt + 4.5) * width, y0 - 0.22, label, ha="center", fontsize=8)
     legend_x = x0 + len(cells) * width + 0.25
     for j, kind in enumerate(["text", "speech", "image", "special", "mask", "pad"]):
         ax.add_patch(
@@ -142,7 +143,7 @@ def main() -> None:
         2.4,
         1.0,
         "noise schedule",
-        "alpha(t), mask_prob(t)\ntime sampler: t ~ U[0,1]",
+        "alpha(t), mask_prob(t)\ntime distribution: t ~ U[0,1]",
         "#fefae0",
     )
     box(
@@ -186,7 +187,7 @@ def main() -> None:
     arrow(ax, (8.4, 2.25), (8.0, 2.25), "")
     ax.text(8.02, 2.72, "logits", fontsize=7, style="italic")
     ax.text(8.02, 2.02, "ids", fontsize=7, style="italic")
-    arrow(ax, (4.0, 3.55), (4.0, 2.95), "clean ids, maskable")
+    arrow(ax, (4.0, 3.55), (4.0, 2.95), "clean ids, target_mask")
     arrow(ax, (9.6, 3.55), (9.6, 2.95), "prompt + [MASK] target")
     ax.text(0.2, 3.2, "training", fontsize=9, weight="bold")
     ax.text(8.4, 3.2, "generation", fontsize=9, weight="bold")

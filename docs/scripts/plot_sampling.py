@@ -32,8 +32,8 @@ from omni_blocks.sampling import (
     TailPenalty,
     ThresholdPlanner,
 )
-from omni_blocks.sampling.toy import MixtureDenoiser
 from omni_blocks.sampling.trajectory import render_trajectory
+from omni_blocks.testing import MixtureDenoiser
 
 OUT = Path(__file__).resolve().parent.parent / "images"
 LEVELS = 4

@@ -77,7 +77,7 @@ def plot_tail_pad() -> None:
     batch, seq, n_pad = 64, 256, 96
     ids = torch.randint(0, 100, (batch, seq), generator=g)
     ids[:, seq - n_pad :] = layout.pad_id
-    maskable = torch.ones_like(ids, dtype=torch.bool)
+    target_mask = torch.ones_like(ids, dtype=torch.bool)
     is_pad = ids == layout.pad_id
 
     t_line = torch.linspace(0, 1, 101)
@@ -85,7 +85,7 @@ def plot_tail_pad() -> None:
     content_rate, pad_rate = [], []
     for t0 in grid:
         t = torch.full((batch,), float(t0))
-        mask = strategy(ids, maskable, t, schedule=schedule, layout=layout, generator=g).mask
+        mask = strategy(ids, target_mask, t, schedule=schedule, layout=layout, generator=g).mask
         content_rate.append(float(mask[~is_pad].float().mean()))
         pad_rate.append(float(mask[is_pad].float().mean()))
 
@@ -118,7 +118,7 @@ def plot_mask_patterns() -> None:
     seq, prompt, n_pad = 96, 16, 24
     ids = torch.randint(0, 100, (1, seq), generator=torch.Generator().manual_seed(0))
     ids[:, seq - n_pad :] = layout.pad_id
-    maskable = (torch.arange(seq) >= prompt)[None]
+    target_mask = (torch.arange(seq) >= prompt)[None]
     t = torch.tensor([0.5])
     strategies = {
         "UniformMasking": UniformMasking(),
@@ -129,9 +129,9 @@ def plot_mask_patterns() -> None:
     fig, axes = plt.subplots(len(strategies), 1, figsize=(10, 3.2), sharex=True)
     for ax, (name, strategy) in zip(axes, strategies.items(), strict=True):
         g = torch.Generator().manual_seed(3)
-        mask = strategy(ids, maskable, t, schedule=LinearSchedule(), layout=layout, generator=g)
+        mask = strategy(ids, target_mask, t, schedule=LinearSchedule(), layout=layout, generator=g)
         row = torch.zeros(seq)
-        row[~maskable[0]] = 1  # prompt
+        row[~target_mask[0]] = 1  # prompt
         row[ids[0] == layout.pad_id] = 2  # pad tail
         row[mask.mask[0]] = 3  # masked
         cmap = matplotlib.colors.ListedColormap(["#dfe7f2", "#9aa5b1", "#f6d7a7", "#1f3a93"])

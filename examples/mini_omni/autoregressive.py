@@ -28,14 +28,14 @@ from omni_blocks.optim import AdamWConfig, ConstantLR, LRSchedule, OptimizerFact
 from omni_blocks.vocab import Modality, VocabLayout
 
 
-def next_token_loss(logits: Tensor, input_ids: Tensor, maskable: Tensor) -> Tensor:
+def next_token_loss(logits: Tensor, input_ids: Tensor, target_mask: Tensor) -> Tensor:
     """Mean cross-entropy of the target tokens given the tokens before them.
 
     `logits` are aligned (position `i` predicts token `i` from tokens `< i`, which is what a
-    causal backbone with `shift_logits=True` returns); `maskable` marks the target region
+    causal backbone with `shift_logits=True` returns); `target_mask` marks the target region
     and its tail pads, the same positions the diffusion loss covers.
     """
-    return F.cross_entropy(logits[maskable].float(), input_ids[maskable])
+    return F.cross_entropy(logits[target_mask].float(), input_ids[target_mask])
 
 
 @dataclass
@@ -139,7 +139,7 @@ class AutoregressiveModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logits = self.backbone(batch["input_ids"], batch["attention_mask"])
-        loss = next_token_loss(logits, batch["input_ids"], batch["maskable"])
+        loss = next_token_loss(logits, batch["input_ids"], batch["target_mask"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
 

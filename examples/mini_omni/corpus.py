@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from omni_blocks.data.speech_synth import (
+from mini_omni.speech_synth import (
     DIGIT_WORDS,
     TEST_VOICES,
     TRAIN_VOICES,

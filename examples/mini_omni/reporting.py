@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,26 +150,46 @@ def _first_per_digit(examples: Sequence[dict[str, Any]]) -> list[int]:
     return [seen[d] for d in range(10) if d in seen]
 
 
-def write_report(
-    out: Path,
-    args: Any,
-    preset: Any,
-    corpus_summary: dict[str, int],
-    judges: dict[str, float],
-    training: dict[str, dict[str, Any]],
-    results: dict[str, dict[str, Any]],
-    agreement: dict[str, dict[str, float]],
-    sweep: dict[str, list[dict[str, Any]]],
-    timings: dict[str, float],
-    total_seconds: float,
-    load: tuple[float, float],
-    tokenizers: Tokenizers,
-    test: dict[str, list[dict[str, Any]]],
-    corpus: Any,
-) -> dict[str, Any]:
-    """Write `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/` and `results.json`."""
+@dataclass
+class Evaluation:
+    """What the evaluation phases measured, for the report.
+
+    Attributes:
+        results: model -> task -> `TaskResult`.
+        agreement: model -> the text / spoken prompt agreement of its images.
+        test: task -> the held-out examples it was scored on.
+        sweep: task -> rows of the sampling-steps sweep.
+        training: run name -> its training log line.
+    """
+
+    results: dict[str, dict[str, Any]]
+    agreement: dict[str, dict[str, float]]
+    test: dict[str, list[dict[str, Any]]]
+    sweep: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    training: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict[str, Any]:
+    """Write `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/` and `results.json`.
+
+    Args:
+        out: the folder.
+        run: the run's settings and clock (`run.Run`).
+        data: the corpus, tokenizers and judges (`run.Data`).
+        evaluation: the scores.
+    """
+    import os
+    import time
+
     from .evaluation import as_images, image_codes, speech_waveforms
 
+    args, preset, timings = run.args, run.preset, run.timings
+    total_seconds = time.time() - run.started
+    load = (run.load_at_start, os.getloadavg()[0])
+    tokenizers, corpus, judges = data.tokenizers, data.corpus, data.judges
+    corpus_summary = corpus.summary()
+    results, agreement, sweep = evaluation.results, evaluation.agreement, evaluation.sweep
+    test, training = evaluation.test, evaluation.training
     diffusion, autoregressive = results["diffusion"], results["autoregressive"]
 
     # images: one column per digit, and unmasking trajectories of text-to-image samples

@@ -4,7 +4,7 @@
     python examples/mini_omni/run.py --preset full-mini   # longer, better numbers
     python examples/mini_omni/run.py --preset tiny        # a smoke run (the test uses it)
 
-What it does, in order (each step is a few lines below, in `main`):
+What it does, in order (each phase is a function below; `main` calls them in turn):
 
 1. corpus: real handwritten digits (`sklearn.datasets.load_digits`) and real synthesised
    speech (espeak-ng: digit words, "draw a seven", three questions; training voices for
@@ -41,7 +41,7 @@ import logging
 import sys
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,10 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm.auto import tqdm
 
 from mini_omni.autoregressive import AutoregressiveModule, greedy_decode
-from mini_omni.corpus import load_or_build_corpus
+from mini_omni.corpus import Corpus, load_or_build_corpus
 from mini_omni.evaluation import (
     Example,
+    GenerateFn,
     Generation,
     TaskResult,
     score_task,
@@ -65,7 +66,7 @@ from mini_omni.evaluation import (
 )
 from mini_omni.judges import DigitJudge, SpokenWordJudge
 from mini_omni.presets import PRESETS, Preset
-from mini_omni.reporting import write_report
+from mini_omni.reporting import Evaluation, write_report
 from mini_omni.tasks import (
     INSTRUCTIONS,
     TASKS,
@@ -77,11 +78,12 @@ from mini_omni.tasks import (
 from mini_omni.tokenizing import Tokenizers, build_tokenizers
 from omni_blocks.backbones import NativeTransformer
 from omni_blocks.data import OmniDataModule, TaskMixture, TaskTemplate, TemplateDataset
+from omni_blocks.generation import generate
 from omni_blocks.masking import AttenuatedTailPadMasking
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
 from omni_blocks.sampling import Sampler, fast_dllm_sampler, omni_diffusion_sampler
-from omni_blocks.schedules import AntitheticTimeSampler, LinearSchedule
+from omni_blocks.schedules import AntitheticTime, LinearSchedule
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class Run:
+    """What every phase of a run shares: its settings and its clock."""
+
+    args: argparse.Namespace
+    preset: Preset
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+    load_at_start: float = field(default_factory=lambda: os.getloadavg()[0])
+
+    @property
+    def progress(self) -> bool:
+        return not self.args.no_progress
+
+    @property
+    def seed(self) -> int:
+        return int(self.args.seed)
+
+    def lap(self, name: str, since: float) -> float:
+        """Record the seconds since `since` under `name`, print them, return now."""
+        self.timings[name] = time.time() - since
+        print(f"[{time.time() - self.started:6.1f}s] {name}: {self.timings[name]:.1f}s", flush=True)
+        return time.time()
+
+
+@dataclass
+class Data:
+    """The corpus, its tokenizers, the judges and the task data of a run (phases 1 to 3)."""
+
+    corpus: Corpus
+    tokenizers: Tokenizers
+    digit_judge: DigitJudge
+    word_judge: SpokenWordJudge
+    judges: dict[str, float]
+    tasks: TaskData
+    templates: dict[str, TaskTemplate]
+
+    def score(self, task: str, examples: list[Example], generation: Generation) -> TaskResult:
+        """`score_task` with this run's tokenizers and judges."""
+        return score_task(
+            task,
+            examples,
+            generation,
+            tokenizers=self.tokenizers,
+            digit_judge=self.digit_judge,
+            word_judge=self.word_judge,
+        )
+
+
 def backbone(tokenizers: Tokenizers, preset: Preset, *, causal: bool = False) -> NativeTransformer:
     """The Qwen2/Dream-layout transformer; `causal=True` is the autoregressive baseline."""
     return NativeTransformer(
@@ -154,146 +205,17 @@ def backbone(tokenizers: Tokenizers, preset: Preset, *, causal: bool = False) ->
     )
 
 
-def fit(
-    model: L.LightningModule,
-    mixture: dict[str, float],
-    steps: int,
-    data: TaskData,
-    templates: dict[str, TaskTemplate],
-    preset: Preset,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
-    """Train `model` for `steps` optimiser steps on a task mixture; returns a log line."""
-    datasets = {t: TemplateDataset(data.train[t], templates[t]) for t in mixture}
-    train = TaskMixture(datasets, mixture, num_samples=steps * preset.batch_size, seed=seed)
-    datamodule = OmniDataModule(
-        templates["t2i"].layout,
-        train,
-        batch_size=preset.batch_size,
-        seed=seed,
-        # Upstream appends U{1..16} pad targets to every response and aligns rows with
-        # padding that is neither attended nor a target; our responses are 1 to 16 tokens.
-        extra_tail_pad=(1, 8),
-        pad_targets=False,
-    )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        max_epochs=1,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        callbacks=[TQDMProgressBar()] if progress else [],
-        num_sanity_val_steps=0,
-    )
-    start = time.time()
-    trainer.fit(model, datamodule=datamodule)
-    loss = trainer.callback_metrics.get("train/loss")
-    return {
-        "steps": steps,
-        "seconds": time.time() - start,
-        "final loss": float(loss) if loss is not None else float("nan"),
-    }
+# ---------------------------------------------------------------------- 1-3. data and judges
 
 
-class RecordingSampler:
-    """Passes calls to a sampler and keeps what it returned (NFE, trajectories)."""
-
-    def __init__(self, sampler: Sampler) -> None:
-        self.sampler = sampler
-        self.nfe: list[tuple[int, int]] = []  # (forward passes, rows) per call
-        self.trajectories: list[torch.Tensor] = []
-
-    def __call__(self, model: Any, ids: torch.Tensor, **kwargs: Any) -> Any:
-        out = self.sampler(model, ids, **kwargs)
-        self.nfe.append((out.nfe, ids.shape[0]))
-        target = kwargs["target"]
-        if out.trajectory is not None:
-            self.trajectories += [out.trajectory[r][target[r]].cpu() for r in range(len(ids))]
-        return out
-
-
-def diffusion_generate(module: OmniDiffusionModule, sampler: Sampler, seed: int) -> Any:
-    """A `GenerateFn` for the diffusion model with `sampler`."""
-
-    def generate(
-        task: str, template: TaskTemplate, examples: list[Example], length: int
-    ) -> Generation:
-        recorder = RecordingSampler(sampler)
-        start = time.time()
-        outputs = module.generate(
-            template,
-            examples,
-            target_length=length,
-            sampler=recorder,  # type: ignore[arg-type]
-            generator=torch.Generator().manual_seed(seed),
-        )
-        calls = sum(rows for _, rows in recorder.nfe)
-        nfe = sum(n * rows for n, rows in recorder.nfe) / max(calls, 1)
-        return Generation(outputs, nfe, time.time() - start, recorder.trajectories or None)
-
-    return generate
-
-
-def autoregressive_generate(model: AutoregressiveModule) -> Any:
-    """A `GenerateFn` for the causal baseline (greedy, one token per forward pass)."""
-
-    def generate(
-        task: str, template: TaskTemplate, examples: list[Example], length: int
-    ) -> Generation:
-        start = time.time()
-        model.eval()
-        prompts = [template.prompt(e, length, index=i).prompt_ids for i, e in enumerate(examples)]
-        out = greedy_decode(
-            model.backbone,
-            prompts,
-            layout=template.layout,
-            modality=template.target_modality,
-            max_new_tokens=length,
-        )
-        outputs = [template.parse(row) for row in out.ids]
-        return Generation(outputs, float(out.nfe.float().mean()), time.time() - start)
-
-    return generate
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    preset = PRESETS[args.preset]
-    progress = not args.no_progress
-    torch.set_num_threads(args.threads)
-    L.seed_everything(args.seed, verbose=False)
-    # Lightning's start-up chatter would hide the recipe's own progress lines.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*but have no `validation_step`.*")
-    warnings.filterwarnings("ignore", ".*across ranks is zero.*")
-    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
-    started = time.time()
-    load_at_start = os.getloadavg()[0]
-    timings: dict[str, float] = {}
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
-
-    def lap(name: str, since: float) -> float:
-        timings[name] = time.time() - since
-        print(f"[{time.time() - started:6.1f}s] {name}: {timings[name]:.1f}s", flush=True)
-        return time.time()
-
-    # 1. corpus ------------------------------------------------------------------------
+def prepare_data(run: Run) -> Data:
+    """The corpus, the tokenizers and the judges (fitted on real data only)."""
     t = time.time()
-    corpus = load_or_build_corpus(args.workdir, progress=progress)
-    t = lap("corpus", t)
-
-    # 2. tokenizers and the unified vocabulary -----------------------------------------
-    tokenizers = build_tokenizers(corpus, args.workdir, extra_texts=list(INSTRUCTIONS.values()))
-    layout = tokenizers.layout
-    t = lap("tokenizers", t)
-
-    # 3. judges: fitted on real training data, checked on real held-out data -----------
+    corpus = load_or_build_corpus(run.args.workdir, progress=run.progress)
+    t = run.lap("corpus", t)
+    extra = list(INSTRUCTIONS.values())
+    tokenizers = build_tokenizers(corpus, run.args.workdir, extra_texts=extra)
+    t = run.lap("tokenizers", t)
     digit_judge = DigitJudge.fit(*corpus.images("train"))
     words = corpus.speech("train", "word")
     word_judge = SpokenWordJudge.fit([u.waveform for u in words], [u.digit for u in words])
@@ -315,148 +237,244 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             list(round_trip), test_digits
         ),
     }
-    t = lap("judges", t)
-
-    # 4. the diffusion model, three stages ---------------------------------------------
-    data = build_task_data(corpus, tokenizers, pairings=preset.pairings, seed=args.seed)
+    run.lap("judges", t)
+    tasks = build_task_data(corpus, tokenizers, pairings=run.preset.pairings, seed=run.seed)
     templates = make_templates(tokenizers)
-    optimizer = AdamWConfig(lr=preset.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    lr_schedule = WarmupCosine(warmup_steps=50, min_lr_ratio=0.1)
-    module = OmniDiffusionModule(
-        backbone=backbone(tokenizers, preset),
-        layout=layout,
-        schedule=LinearSchedule(),
-        time_sampler=AntitheticTimeSampler(),
-        mask_strategy=AttenuatedTailPadMasking(pad_mask_ratio=0.6),
-        sampler=omni_diffusion_sampler(8),
-        optimizer=optimizer,
-        lr_schedule=lr_schedule,
-        normalization="sequence",  # each row counts once: short answers are not drowned
-        seed=args.seed,
+    return Data(corpus, tokenizers, digit_judge, word_judge, judges, tasks, templates)
+
+
+# ---------------------------------------------------------------------- 4-5. training
+
+
+def fit(
+    run: Run, data: Data, model: L.LightningModule, mixture: dict[str, float], steps: int
+) -> dict[str, Any]:
+    """Train `model` for `steps` optimiser steps on a task mixture; returns a log line."""
+    preset = run.preset
+    datasets = {t: TemplateDataset(data.tasks.train[t], data.templates[t]) for t in mixture}
+    train = TaskMixture(datasets, mixture, num_samples=steps * preset.batch_size, seed=run.seed)
+    datamodule = OmniDataModule(
+        data.tokenizers.layout,
+        train,
+        batch_size=preset.batch_size,
+        seed=run.seed,
+        # Upstream appends U{1..16} pad targets to every response and aligns rows with
+        # padding that is neither attended nor a target; our responses are 1 to 16 tokens.
+        extra_tail_pad=(1, 8),
+        pad_targets=False,
     )
-    training: dict[str, dict[str, Any]] = {}
-    for stage, steps in zip(STAGES, preset.stage_steps, strict=True):
-        # The same module object carries its weights into the next stage; every stage
-        # starts a fresh optimiser and learning-rate schedule, as separate runs would.
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=steps,
+        max_epochs=1,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=run.progress,
+        callbacks=[TQDMProgressBar()] if run.progress else [],
+        num_sanity_val_steps=0,
+    )
+    start = time.time()
+    trainer.fit(model, datamodule=datamodule)
+    loss = trainer.callback_metrics.get("train/loss")
+    return {
+        "steps": steps,
+        "seconds": time.time() - start,
+        "final loss": float(loss) if loss is not None else float("nan"),
+    }
+
+
+OPTIMIZER = AdamWConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
+LR_SCHEDULE = WarmupCosine(warmup_steps=50, min_lr_ratio=0.1)
+
+
+def train_diffusion(run: Run, data: Data) -> tuple[OmniDiffusionModule, dict[str, Any]]:
+    """The diffusion model, in the paper's three stages: each stage is a new module on the
+    previous stage's backbone, with a fresh optimiser and learning-rate schedule (as
+    separate runs would have)."""
+    t = time.time()
+    net = backbone(data.tokenizers, run.preset)
+    training: dict[str, Any] = {}
+    module: OmniDiffusionModule | None = None
+    for stage, steps in zip(STAGES, run.preset.stage_steps, strict=True):
         print(f"stage {stage.name}: {sorted(stage.mixture)}", flush=True)
-        module.optimizer_factory = replace(optimizer, lr=preset.lr * stage.lr_scale)
-        training[f"diffusion, stage {stage.name}"] = fit(
-            module, stage.mixture, steps, data, templates, preset, args.seed, progress
+        module = OmniDiffusionModule(
+            backbone=net,
+            layout=data.tokenizers.layout,
+            schedule=LinearSchedule(),
+            time_distribution=AntitheticTime(),
+            mask_strategy=AttenuatedTailPadMasking(pad_mask_ratio=0.6),
+            sampler=omni_diffusion_sampler(8),
+            optimizer=replace(OPTIMIZER, lr=run.preset.lr * stage.lr_scale),
+            lr_schedule=LR_SCHEDULE,
+            normalization="sequence",  # each row counts once: short answers are not drowned
+            seed=run.seed,
         )
-    t = lap("diffusion training", t)
+        training[f"diffusion, stage {stage.name}"] = fit(run, data, module, stage.mixture, steps)
+    run.lap("diffusion training", t)
+    assert module is not None
+    return module, training
 
-    # 5. the autoregressive baseline ----------------------------------------------------
-    ar = AutoregressiveModule(backbone(tokenizers, preset, causal=True), optimizer, lr_schedule)
-    training["autoregressive, final mixture"] = fit(
-        ar, STAGES[-1].mixture, preset.ar_steps, data, templates, preset, args.seed, progress
+
+def train_baseline(run: Run, data: Data) -> tuple[AutoregressiveModule, dict[str, Any]]:
+    """The same backbone with causal attention, trained on the final stage's mixture."""
+    t = time.time()
+    optimizer = replace(OPTIMIZER, lr=run.preset.lr)
+    ar = AutoregressiveModule(
+        backbone(data.tokenizers, run.preset, causal=True), optimizer, LR_SCHEDULE
     )
-    t = lap("autoregressive training", t)
+    log = fit(run, data, ar, STAGES[-1].mixture, run.preset.ar_steps)
+    run.lap("autoregressive training", t)
+    return ar, {"autoregressive, final mixture": log}
 
-    # 6. evaluation --------------------------------------------------------------------
-    torch.manual_seed(args.seed)
-    test = {task: balanced_subset(data.test[task], preset.eval_examples) for task in TASKS}
+
+# ---------------------------------------------------------------------- 6-7. evaluation
+
+
+def diffusion_generate(module: OmniDiffusionModule, sampler: Sampler, seed: int) -> GenerateFn:
+    """A `GenerateFn` for the diffusion model with `sampler`."""
+
+    def run_one(
+        task: str, template: TaskTemplate, examples: list[Example], length: int
+    ) -> Generation:
+        out = generate(
+            module.backbone,
+            module.layout,
+            sampler,
+            template,
+            examples,
+            length,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        return Generation(out.outputs, out.mean_nfe, out.seconds, out.trajectories or None)
+
+    return run_one
+
+
+def autoregressive_generate(model: AutoregressiveModule) -> GenerateFn:
+    """A `GenerateFn` for the causal baseline (greedy, one token per forward pass)."""
+
+    def run_one(
+        task: str, template: TaskTemplate, examples: list[Example], length: int
+    ) -> Generation:
+        start = time.time()
+        model.eval()
+        prompts = [template.prompt(e, length, index=i).prompt_ids for i, e in enumerate(examples)]
+        out = greedy_decode(
+            model.backbone,
+            prompts,
+            layout=template.layout,
+            modality=template.target_modality,
+            max_new_tokens=length,
+        )
+        outputs = [template.parse(row) for row in out.ids]
+        return Generation(outputs, float(out.nfe.float().mean()), time.time() - start)
+
+    return run_one
+
+
+def evaluate(run: Run, data: Data, models: dict[str, GenerateFn]) -> Evaluation:
+    """Every task on held-out data, inpainting's baselines, and the t2i / s2i agreement."""
+    t = time.time()
+    torch.manual_seed(run.seed)
+    test = {
+        task: balanced_subset(data.tasks.test[task], run.preset.eval_examples) for task in TASKS
+    }
     # Paired text / spoken prompts: the same digits, in the same order, for the agreement.
     test["t2i"] = [{**e, "caption": _draw(e)} for e in test["s2i"]]
-    models = {
-        "diffusion": diffusion_generate(module, omni_diffusion_sampler(8), args.seed),
-        "autoregressive": autoregressive_generate(ar),
-    }
     results: dict[str, dict[str, TaskResult]] = {name: {} for name in models}
+    lengths = data.tasks.target_lengths
     # known tokens after unknown ones: inpainting is not a left-to-right task
     jobs = [(n, t) for n in models for t in TASKS if (n, t) != ("autoregressive", "inpainting")]
-    for name, task in tqdm(jobs, desc="evaluate", disable=not progress):
-        generation = models[name](task, templates[task], test[task], data.target_lengths[task])
-        results[name][task] = score_task(
-            task,
-            test[task],
-            generation,
-            tokenizers=tokenizers,
-            digit_judge=digit_judge,
-            word_judge=word_judge,
-        )
+    for name, task in tqdm(jobs, desc="evaluate", disable=not run.progress):
+        generation = models[name](task, data.templates[task], test[task], lengths[task])
+        results[name][task] = data.score(task, test[task], generation)
         tqdm.write(f"  {name:>14} {task:<11} {results[name][task].value:.3f}")
     # Inpainting without the text prompt: only the known half says which digit it is. And
     # the known half alone (unknown codes left blank), to see what the model adds.
     unprompted = [{k: v for k, v in e.items() if k != "caption"} for e in test["inpainting"]]
-    results["diffusion"]["inpainting, no prompt"] = score_task(
-        "inpainting",
-        unprompted,
-        models["diffusion"](
-            "inpainting", templates["inpainting"], unprompted, data.target_lengths["inpainting"]
-        ),
-        tokenizers=tokenizers,
-        digit_judge=digit_judge,
-        word_judge=word_judge,
-    )
+    inpainting = data.templates["inpainting"]
+    no_prompt = models["diffusion"]("inpainting", inpainting, unprompted, lengths["inpainting"])
+    results["diffusion"]["inpainting, no prompt"] = data.score("inpainting", unprompted, no_prompt)
     half = [torch.where(e["known_mask"], e["image_codes"], 0) for e in test["inpainting"]]
-    known_only = score_task(
-        "inpainting",
-        test["inpainting"],
-        Generation(half, 0.0, 0.0),
-        tokenizers=tokenizers,
-        digit_judge=digit_judge,
-        word_judge=word_judge,
-    )
+    known_only = data.score("inpainting", test["inpainting"], Generation(half, 0.0, 0.0))
     results["diffusion"]["inpainting"].extra["known half alone"] = known_only.value
     agreement = {
         name: t2i_s2i_agreement(
-            _outputs(results[name]["t2i"]), _outputs(results[name]["s2i"]), tokenizers, digit_judge
+            _outputs(results[name]["t2i"]),
+            _outputs(results[name]["s2i"]),
+            data.tokenizers,
+            data.digit_judge,
         )
         for name in models
     }
-    t = lap("evaluation", t)
+    run.lap("evaluation", t)
+    return Evaluation(results=results, agreement=agreement, test=test)
 
-    # 7. sampling steps against forward passes ------------------------------------------
-    sweep: dict[str, list[dict[str, Any]]] = {task: [] for task in SWEEP_TASKS}
-    settings: list[tuple[str, Any]] = [
-        (f"{n} steps", diffusion_generate(module, omni_diffusion_sampler(n), args.seed))
-        for n in preset.sweep_steps
+
+def sweep_steps(
+    run: Run,
+    data: Data,
+    evaluation: Evaluation,
+    models: dict[str, GenerateFn],
+    module: OmniDiffusionModule,
+) -> None:
+    """Sampling steps against forward passes: quality at 1 to N steps, with Fast-dLLM's
+    threshold, and the baseline's greedy decoding (into `evaluation.sweep`)."""
+    t = time.time()
+    settings: list[tuple[str, GenerateFn]] = [
+        (f"{n} steps", diffusion_generate(module, omni_diffusion_sampler(n), run.seed))
+        for n in run.preset.sweep_steps
     ]
-    settings.append(
-        (
-            "threshold 0.9",
-            diffusion_generate(module, fast_dllm_sampler(0.9, block_length=None), args.seed),
-        )
-    )
+    threshold = fast_dllm_sampler(0.9, block_length=None)
+    settings.append(("threshold 0.9", diffusion_generate(module, threshold, run.seed)))
     settings.append(("greedy", models["autoregressive"]))
     runs = [(task, setting) for task in SWEEP_TASKS for setting in settings]
-    for task, (setting, generate) in tqdm(runs, desc="sweep", disable=not progress):
-        examples = test[task][: preset.sweep_examples]
-        r = score_task(
-            task,
-            examples,
-            generate(task, templates[task], examples, data.target_lengths[task]),
-            tokenizers=tokenizers,
-            digit_judge=digit_judge,
-            word_judge=word_judge,
-        )
+    evaluation.sweep = {task: [] for task in SWEEP_TASKS}
+    for task, (setting, generate_fn) in tqdm(runs, desc="sweep", disable=not run.progress):
+        examples = evaluation.test[task][: run.preset.sweep_examples]
+        length = data.tasks.target_lengths[task]
+        r = data.score(task, examples, generate_fn(task, data.templates[task], examples, length))
         model_name = "autoregressive" if setting == "greedy" else "diffusion"
-        sweep[task].append(
+        evaluation.sweep[task].append(
             {"model": model_name, "setting": setting, "nfe": r.nfe, "value": r.value}
         )
-    t = lap("sampling sweep", t)
+    run.lap("sampling sweep", t)
 
-    # 8. the report ---------------------------------------------------------------------
-    total = time.time() - started
-    report = write_report(
-        out,
-        args,
-        preset,
-        corpus.summary(),
-        judges,
-        training,
-        results,
-        agreement,
-        sweep,
-        timings,
-        total,
-        (load_at_start, os.getloadavg()[0]),
-        tokenizers,
-        test,
-        corpus,
-    )
-    lap("report", t)
-    print(f"done in {time.time() - started:.0f}s; report: {out / 'report.md'}", flush=True)
+
+# ---------------------------------------------------------------------- the run
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    run = Run(args=args, preset=PRESETS[args.preset])
+    torch.set_num_threads(args.threads)
+    L.seed_everything(args.seed, verbose=False)
+    # Lightning's start-up chatter would hide the recipe's own progress lines.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*but have no `validation_step`.*")
+    warnings.filterwarnings("ignore", ".*across ranks is zero.*")
+    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    data = prepare_data(run)
+    module, training = train_diffusion(run, data)
+    ar, baseline = train_baseline(run, data)
+    training.update(baseline)
+    models = {
+        "diffusion": diffusion_generate(module, omni_diffusion_sampler(8), run.seed),
+        "autoregressive": autoregressive_generate(ar),
+    }
+    evaluation = evaluate(run, data, models)
+    sweep_steps(run, data, evaluation, models, module)
+    evaluation.training = training
+
+    t = time.time()
+    report = write_report(args.out, run, data, evaluation)
+    run.lap("report", t)
+    print(f"done in {time.time() - run.started:.0f}s; report: {args.out / 'report.md'}", flush=True)
     return report
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mini_omni.speech_synth import DIGIT_WORDS
 from omni_blocks.data import (
     AsrTemplate,
     CaptionTemplate,
@@ -40,7 +41,6 @@ from omni_blocks.data import (
     TtsTemplate,
     VqaTemplate,
 )
-from omni_blocks.data.speech_synth import DIGIT_WORDS
 
 from .corpus import QUESTIONS, Corpus, Utterance, answer, caption, draw_command
 from .tokenizing import Tokenizers

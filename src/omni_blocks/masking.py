@@ -1,6 +1,6 @@
 """Mask strategies: how clean training sequences are corrupted into `x_t`.
 
-A strategy receives clean ids, the region that may be masked (prompt tokens never are),
+A strategy receives clean ids, the target region that may be masked (prompt tokens never are),
 per-row diffusion times and a `torch.Generator`, and returns the corrupted ids plus the mask
 of corrupted positions. The schedule decides *how many* tokens are masked at time `t`; the
 strategy decides *which*.
@@ -8,7 +8,7 @@ strategy decides *which*.
 Strategies (each a small frozen dataclass implementing
 [`MaskStrategy`][omni_blocks.masking.MaskStrategy]):
 
-- [`UniformMasking`][omni_blocks.masking.UniformMasking]: each maskable token i.i.d. with
+- [`UniformMasking`][omni_blocks.masking.UniformMasking]: each target token i.i.d. with
   `mask_prob(t)` (MDLM, LLaDA SFT, Dream);
 - [`FullSequenceMasking`][omni_blocks.masking.FullSequenceMasking]: every token, prompt
   included (LLaDA / MDLM pre-training);
@@ -24,8 +24,8 @@ the same seeded generator gives the same mask.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -63,47 +63,47 @@ class Corruption:
     loss_weight: SeqFloat | None = None
 
 
-@runtime_checkable
-class MaskStrategy(Protocol):
+class MaskStrategy(ABC):
     """The interface every mask strategy implements."""
 
+    @abstractmethod
     def __call__(
         self,
         ids: TokenIds,
-        maskable: SeqMask,
+        target_mask: SeqMask,
         t: Times,
         *,
         schedule: NoiseSchedule,
         layout: VocabLayout,
         generator: torch.Generator | None = None,
     ) -> Corruption:
-        """Corrupt `ids` at times `t`; only positions where `maskable` is True may change."""
-        ...
+        """Corrupt `ids` at times `t`; only positions where `target_mask` is True may change."""
 
 
 # ---------------------------------------------------------------------------------- helpers
 
 
-def check_corruption_inputs(ids: Tensor, maskable: Tensor, t: Tensor) -> None:
-    """Raise a clear error unless `ids`, `maskable` and `t` fit together.
+def check_corruption_inputs(ids: Tensor, target_mask: Tensor, t: Tensor) -> None:
+    """Raise a clear error unless `ids`, `target_mask` and `t` fit together.
 
     Raises:
-        TypeError: `ids` is not an integer tensor, or `maskable` is not a bool tensor.
-        ValueError: `ids` is not 2-D (batch, seq), `maskable` has another shape than `ids`,
+        TypeError: `ids` is not an integer tensor, or `target_mask` is not a bool tensor.
+        ValueError: `ids` is not 2-D (batch, seq), `target_mask` has another shape than `ids`,
             `t` is not one time per row, or a time lies outside `[0, 1]`.
     """
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise TypeError(f"ids must be an integer tensor of token ids, got dtype {ids.dtype}")
     if ids.dim() != 2:
         raise ValueError(f"ids must have shape (batch, seq); got shape {tuple(ids.shape)}")
-    if maskable.dtype != torch.bool:
+    if target_mask.dtype != torch.bool:
         raise TypeError(
-            "maskable must be a bool tensor (True where a token may be masked), got dtype "
-            f"{maskable.dtype}; convert with `maskable.bool()` or `labels != -100`"
+            "target_mask must be a bool tensor (True where a token may be masked), got dtype "
+            f"{target_mask.dtype}; convert with `target_mask.bool()` or `labels != -100`"
         )
-    if maskable.shape != ids.shape:
+    if target_mask.shape != ids.shape:
         raise ValueError(
-            f"maskable has shape {tuple(maskable.shape)} but ids have shape {tuple(ids.shape)}"
+            f"target_mask has shape {tuple(target_mask.shape)} but ids have shape "
+            f"{tuple(ids.shape)}"
         )
     if t.shape != (ids.shape[0],):
         raise ValueError(
@@ -143,11 +143,11 @@ def _bernoulli(probs: SeqFloat, generator: torch.Generator | None) -> SeqMask:
 
 
 @dataclass(frozen=True)
-class UniformMasking:
-    """Mask each maskable token independently with probability `schedule.mask_prob(t)`.
+class UniformMasking(MaskStrategy):
+    """Mask each target token independently with probability `schedule.mask_prob(t)`.
 
     `x_t^i = MASK` with probability `1 - alpha(t_b)` for every position `i` of row `b` where
-    `maskable` is True; prompt tokens (`maskable` False) are never touched. This is the
+    `target_mask` is True; prompt tokens (`target_mask` False) are never touched. This is the
     forward process of MDLM and of LLaDA's / Dream's supervised fine-tuning (response tokens
     only). The number of masked tokens is binomial, not fixed: MaskGIT instead masks exactly
     `ceil(gamma * n)`; with the long sequences here the two agree to a few tokens.
@@ -156,25 +156,25 @@ class UniformMasking:
     def __call__(
         self,
         ids: TokenIds,
-        maskable: SeqMask,
+        target_mask: SeqMask,
         t: Times,
         *,
         schedule: NoiseSchedule,
         layout: VocabLayout,
         generator: torch.Generator | None = None,
     ) -> Corruption:
-        check_corruption_inputs(ids, maskable, t)
+        check_corruption_inputs(ids, target_mask, t)
         p = _row_mask_prob(schedule, t, ids)
-        mask = _bernoulli(p[:, None].expand(ids.shape), generator) & maskable
+        mask = _bernoulli(p[:, None].expand(ids.shape), generator) & target_mask
         return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
 
 
 @dataclass(frozen=True)
-class FullSequenceMasking:
+class FullSequenceMasking(MaskStrategy):
     """Mask every token of the sequence with probability `schedule.mask_prob(t)`.
 
     Unconditional pre-training (LLaDA's pre-training, MDLM): the whole sequence is modelled, so
-    the `maskable` region is **ignored** (it is still checked for shape and dtype). This is the
+    the `target_mask` region is **ignored** (it is still checked for shape and dtype). This is the
     one strategy that widens the region; use [`UniformMasking`][omni_blocks.masking.UniformMasking]
     when a prompt must stay clean.
     """
@@ -182,32 +182,32 @@ class FullSequenceMasking:
     def __call__(
         self,
         ids: TokenIds,
-        maskable: SeqMask,
+        target_mask: SeqMask,
         t: Times,
         *,
         schedule: NoiseSchedule,
         layout: VocabLayout,
         generator: torch.Generator | None = None,
     ) -> Corruption:
-        check_corruption_inputs(ids, maskable, t)
+        check_corruption_inputs(ids, target_mask, t)
         p = _row_mask_prob(schedule, t, ids)
         mask = _bernoulli(p[:, None].expand(ids.shape), generator)
         return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
 
 
 @dataclass(frozen=True)
-class AttenuatedTailPadMasking:
+class AttenuatedTailPadMasking(MaskStrategy):
     """Omni-Diffusion's masking: pad tokens are masked with an attenuated probability.
 
     Omni-Diffusion trains on variable-length responses followed by pad tokens (Dream's
     `<|endoftext|>`, which is both pad and eos: `layout.pad_id`). Were pads masked as often as
     content, the many easy pad targets would dominate the loss and the model would learn to
-    emit pads. So, for a row with time `t` and a maskable position `i`:
+    emit pads. So, for a row with time `t` and a target position `i`:
 
         P(x_t^i = MASK) = r * mask_prob(t)   if x_0^i == pad_id
                         =     mask_prob(t)   otherwise
 
-    with `r = pad_mask_ratio` (paper: 0.6). Positions outside `maskable` are never masked.
+    with `r = pad_mask_ratio` (paper: 0.6). Positions outside `target_mask` are never masked.
     A masked pad position is scored with weight `pad_loss_weight` (paper: 1, i.e. no
     reweighting; `Corruption.loss_weight` is `None` then).
 
@@ -229,8 +229,8 @@ class AttenuatedTailPadMasking:
     is masked with the same marginal probability `E[p_i] = 0.5005` (pads: 0.3003) and the
     model never trains on almost-clean or almost-fully-masked rows, which the sampler's first
     and last steps visit. Here the time is drawn *per row* (by a
-    [`TimeSampler`][omni_blocks.schedules.TimeSampler]) as in MDLM, LLaDA and Dream, which
-    keeps the ELBO weight meaningful; the attenuation rule itself (ratio 0.6 on every maskable
+    [`TimeDistribution`][omni_blocks.schedules.TimeDistribution]) as in MDLM, LLaDA and Dream, which
+    keeps the ELBO weight meaningful; the attenuation rule itself (ratio 0.6 on every target_mask
     pad-id token, wherever it sits) is upstream's. Note that scaling the mask probability by a
     constant leaves the ELBO weight `-d/dt log(mask_prob)` unchanged, so pad tokens need no
     weight of their own under the ELBO normalisation.
@@ -252,26 +252,26 @@ class AttenuatedTailPadMasking:
             raise ValueError(f"pad_loss_weight must be finite and >= 0; got {self.pad_loss_weight}")
 
     def mask_probs(
-        self, ids: TokenIds, maskable: SeqMask, t: Times, *, schedule: NoiseSchedule, pad_id: int
+        self, ids: TokenIds, target_mask: SeqMask, t: Times, *, schedule: NoiseSchedule, pad_id: int
     ) -> SeqFloat:
-        """The probability that each position is masked (0 outside `maskable`)."""
-        check_corruption_inputs(ids, maskable, t)
+        """The probability that each position is masked (0 outside `target_mask`)."""
+        check_corruption_inputs(ids, target_mask, t)
         p = _row_mask_prob(schedule, t, ids)[:, None].expand(ids.shape)
         probs = torch.where(ids == pad_id, self.pad_mask_ratio * p, p)
-        return torch.where(maskable, probs, torch.zeros_like(probs))
+        return torch.where(target_mask, probs, torch.zeros_like(probs))
 
     def __call__(
         self,
         ids: TokenIds,
-        maskable: SeqMask,
+        target_mask: SeqMask,
         t: Times,
         *,
         schedule: NoiseSchedule,
         layout: VocabLayout,
         generator: torch.Generator | None = None,
     ) -> Corruption:
-        probs = self.mask_probs(ids, maskable, t, schedule=schedule, pad_id=layout.pad_id)
-        mask = _bernoulli(probs, generator) & maskable
+        probs = self.mask_probs(ids, target_mask, t, schedule=schedule, pad_id=layout.pad_id)
+        mask = _bernoulli(probs, generator) & target_mask
         weight = None
         if self.pad_loss_weight != 1.0:
             is_pad = ids == layout.pad_id
@@ -284,8 +284,8 @@ class AttenuatedTailPadMasking:
 
 
 @dataclass(frozen=True)
-class SpanMasking:
-    """Mask contiguous spans of the maskable region, `mask_prob(t)` of it on average.
+class SpanMasking(MaskStrategy):
+    """Mask contiguous spans of the target region, `mask_prob(t)` of it on average.
 
     For inpainting-style training: the model learns to fill gaps between known tokens (a
     missing stretch of speech, a band of image tokens), which is what zero-shot inpainting asks
@@ -299,7 +299,7 @@ class SpanMasking:
     so every position is masked with probability exactly `p` (the stationary probability
     `q / (q + 1/m)`). When `p > m / (m + 1)` the clean runs are already one token long
     (`q = 1`) and masked runs grow instead (mean `p / (1 - p)`). The chain runs over all
-    positions and is then restricted to `maskable`, so spans never cover prompt tokens and a
+    positions and is then restricted to `target_mask`, so spans never cover prompt tokens and a
     span cut by a prompt token continues on its other side.
 
     Image tokens are laid out row by row, so spans are horizontal bands of an image.
@@ -319,14 +319,14 @@ class SpanMasking:
     def __call__(
         self,
         ids: TokenIds,
-        maskable: SeqMask,
+        target_mask: SeqMask,
         t: Times,
         *,
         schedule: NoiseSchedule,
         layout: VocabLayout,
         generator: torch.Generator | None = None,
     ) -> Corruption:
-        check_corruption_inputs(ids, maskable, t)
+        check_corruption_inputs(ids, target_mask, t)
         p = _row_mask_prob(schedule, t, ids)  # float32: also runs on MPS (no float64)
         batch, seq = ids.shape
         m = self.mean_span_length
@@ -349,5 +349,5 @@ class SpanMasking:
         mask = torch.gather(run_masked, 1, run)
         # Exact edge cases: nothing at p = 0, everything at p = 1.
         mask = torch.where((p == 0)[:, None], torch.zeros_like(mask), mask)
-        mask = torch.where((p == 1)[:, None], torch.ones_like(mask), mask) & maskable
+        mask = torch.where((p == 1)[:, None], torch.ones_like(mask), mask) & target_mask
         return Corruption(apply_mask(ids, mask, layout.mask_id), mask)

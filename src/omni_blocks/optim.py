@@ -32,8 +32,8 @@ assert abs(schedule.factor(100, 100) - 0.1) < 1e-9
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -49,22 +49,20 @@ __all__ = [
 ]
 
 
-@runtime_checkable
-class OptimizerFactory(Protocol):
+class OptimizerFactory(ABC):
     """Builds the optimiser of a model (the model's parameters are only known at fit time)."""
 
+    @abstractmethod
     def build(self, model: nn.Module) -> torch.optim.Optimizer:
         """The optimiser over `model`'s trainable parameters."""
-        ...
 
 
-@runtime_checkable
-class LRSchedule(Protocol):
+class LRSchedule(ABC):
     """A multiplier of the base learning rate at each optimiser step."""
 
+    @abstractmethod
     def factor(self, step: int, total_steps: int) -> float:
         """The multiplier at optimiser step `step` (0-based) of a run of `total_steps`."""
-        ...
 
 
 def _no_decay(module: nn.Module, name: str) -> bool:
@@ -100,7 +98,7 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object
 
 
 @dataclass(frozen=True)
-class AdamWConfig:
+class AdamWConfig(OptimizerFactory):
     """`torch.optim.AdamW` with decoupled weight decay on weights only.
 
     Args:
@@ -158,7 +156,7 @@ def _warmup(total_steps: int, warmup_steps: int, warmup_ratio: float) -> int:
 
 
 @dataclass(frozen=True)
-class ConstantLR:
+class ConstantLR(LRSchedule):
     """Linear warm-up from 0, then the base learning rate.
 
     Args:
@@ -180,7 +178,7 @@ class ConstantLR:
 
 
 @dataclass(frozen=True)
-class _WarmupThenDecay:
+class _WarmupThenDecay(LRSchedule):
     """Shared fields and checks of the decaying schedules: linear warm-up, then `_decay`."""
 
     warmup_steps: int = 0

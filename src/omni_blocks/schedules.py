@@ -1,30 +1,31 @@
-"""Noise schedules of masked (absorbing-state) diffusion, and samplers of diffusion time.
+"""Noise schedules of masked (absorbing-state) diffusion, and distributions of diffusion time.
 
 A schedule gives `alpha(t)`, the probability that a token is still clean at time
-`t in [0, 1]` (alpha(0) = 1: clean data; alpha(1) = 0: all `[MASK]`). Everything else follows:
+`t in [0, 1]` (alpha(0) = 1: clean data; alpha(1) = 0: all `[MASK]`). Everything else follows,
+and the base class [`NoiseSchedule`][omni_blocks.schedules.NoiseSchedule] writes it once:
 
 - mask probability: `mask_prob(t) = 1 - alpha(t)`;
 - ELBO weight of the continuous-time bound (MDLM, eq. 10):
   `w(t) = -alpha'(t) / (1 - alpha(t))`, so that
   `L = E_t [ w(t) * sum_i 1[x_t^i = MASK] * -log p(x_0^i | x_t) ]`.
 
-Every schedule is a small frozen dataclass with the same four methods (the
-[`NoiseSchedule`][omni_blocks.schedules.NoiseSchedule] protocol), so swapping one is a one-line
-change of configuration. Each method accepts a float tensor of any shape and checks that its
-values lie in `[0, 1]`. `elbo_weight(0)` is `inf` for every schedule with `alpha(0) = 1`
-(nothing is masked at `t = 0`); time samplers keep `t >= eps` for that reason.
+A concrete schedule is a small frozen dataclass that implements `_alpha(t)` and
+`_alpha_derivative(t)` (and, where a closed form is more accurate, `_mask_prob(t)` and
+`_elbo_weight(t)`). The public methods check the times once, at the boundary: they accept a
+float tensor of any shape, or a plain number, with values in `[0, 1]`.
+`elbo_weight(0)` is `inf` for every schedule with `alpha(0) = 1` (nothing is masked at
+`t = 0`); time distributions keep `t >= eps` for that reason.
 
-A [`TimeSampler`][omni_blocks.schedules.TimeSampler] draws one time per row of a batch:
-[`UniformTimeSampler`][omni_blocks.schedules.UniformTimeSampler] (LLaDA / Dream) or the
-stratified [`AntitheticTimeSampler`][omni_blocks.schedules.AntitheticTimeSampler] (MDLM), both
-with an `eps` floor.
+A [`TimeDistribution`][omni_blocks.schedules.TimeDistribution] draws one time per row of a
+batch: [`UniformTime`][omni_blocks.schedules.UniformTime] (LLaDA / Dream) or the stratified
+[`AntitheticTime`][omni_blocks.schedules.AntitheticTime] (MDLM), both with an `eps` floor.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -33,7 +34,7 @@ from torch import Tensor
 from omni_blocks.typing import Times
 
 __all__ = [
-    "AntitheticTimeSampler",
+    "AntitheticTime",
     "CosineSchedule",
     "GeometricSchedule",
     "LinearSchedule",
@@ -41,28 +42,41 @@ __all__ = [
     "MaskGITPowerSchedule",
     "NoiseSchedule",
     "PolynomialSchedule",
+    "TimeDistribution",
     "TimeLike",
-    "TimeSampler",
-    "UniformTimeSampler",
+    "UniformTime",
+    "as_times",
     "check_times",
 ]
 
 TimeLike = Float[Tensor, "*shape"]
-"""Diffusion times of any shape (the annotation every schedule method uses).
-
-Custom schedules should annotate their methods with this very alias: LightningCLI
-(jsonargparse) checks that a `class_path` implements the protocol by comparing annotations.
-"""
+"""Diffusion times of any shape (a float tensor with values in `[0, 1]`)."""
 
 
 def check_times(t: Tensor) -> None:
     """Raise a clear `ValueError` unless `t` is a float tensor with values in `[0, 1]`."""
+    if not isinstance(t, Tensor):
+        raise ValueError(f"diffusion times must be a float tensor, got {type(t).__name__}")
     if not t.dtype.is_floating_point:
         raise ValueError(f"diffusion times must be a float tensor, got dtype {t.dtype}")
     if t.numel() and (bool((t < 0).any()) or bool((t > 1).any()) or bool(t.isnan().any())):
         raise ValueError(
             f"diffusion times must lie in [0, 1]; got min {float(t.min())}, max {float(t.max())}"
         )
+
+
+def as_times(t: Tensor | float) -> Tensor:
+    """`t` as a checked float tensor: a plain number becomes a 0-d float32 tensor.
+
+    Raises:
+        ValueError: not a number or float tensor, or a value outside `[0, 1]` (or NaN).
+    """
+    if isinstance(t, bool):
+        raise ValueError("diffusion times must be numbers in [0, 1], got a bool")
+    if isinstance(t, int | float):
+        t = torch.tensor(float(t), dtype=torch.float32)
+    check_times(t)
+    return t
 
 
 def _check_param(name: str, value: float, low: float, high: float, *, open_low: bool) -> None:
@@ -72,55 +86,71 @@ def _check_param(name: str, value: float, low: float, high: float, *, open_low: 
         raise ValueError(f"{name} must lie in {bracket}{low}, {high}]; got {value}")
 
 
-@runtime_checkable
-class NoiseSchedule(Protocol):
-    """The interface every noise schedule implements (times are float tensors in [0, 1])."""
+class NoiseSchedule(ABC):
+    """A noise schedule: `alpha(t)` and the quantities derived from it.
 
-    def alpha(self, t: TimeLike) -> TimeLike:
+    Subclasses implement `_alpha` and `_alpha_derivative` on checked float tensors; the base
+    class derives `mask_prob(t) = 1 - alpha(t)` and the ELBO weight
+    `w(t) = -alpha'(t) / mask_prob(t)`. Override `_mask_prob` or `_elbo_weight` when a closed
+    form is more accurate than the generic expression (it cancels badly near `t = 0`).
+    """
+
+    # ------------------------------------------------------------------ the public maths
+    def alpha(self, t: TimeLike | float) -> TimeLike:
         """Probability that a token is still clean at time `t`."""
-        ...
+        return self._alpha(as_times(t))
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
+    def alpha_derivative(self, t: TimeLike | float) -> TimeLike:
         """`d alpha / d t` at time `t` (non-positive)."""
-        ...
+        return self._alpha_derivative(as_times(t))
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
+    def mask_prob(self, t: TimeLike | float) -> TimeLike:
         """Probability that a token is masked at time `t`: `1 - alpha(t)`."""
-        ...
+        return self._mask_prob(as_times(t))
 
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
+    def elbo_weight(self, t: TimeLike | float) -> TimeLike:
         """Weight of the masked cross-entropy in the ELBO: `-alpha'(t) / (1 - alpha(t))`."""
-        ...
+        return self._elbo_weight(as_times(t))
+
+    # ------------------------------------------------------------------ what subclasses write
+    @abstractmethod
+    def _alpha(self, t: TimeLike) -> TimeLike:
+        """`alpha(t)` on a checked float tensor."""
+
+    @abstractmethod
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
+        """`alpha'(t)` on a checked float tensor."""
+
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
+        return 1.0 - self._alpha(t)
+
+    def _elbo_weight(self, t: TimeLike) -> TimeLike:
+        return -self._alpha_derivative(t) / self._mask_prob(t)
 
 
 # ---------------------------------------------------------------------------------- schedules
 
 
 @dataclass(frozen=True)
-class LinearSchedule:
+class LinearSchedule(NoiseSchedule):
     """`alpha(t) = 1 - t`: the mask probability equals the time (MDLM / LLaDA / Dream).
 
     The ELBO weight is `1 / t`, which is the `1/t` factor of LLaDA's and Dream's loss.
     MaskGIT calls it the "linear" schedule.
     """
 
-    def alpha(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha(self, t: TimeLike) -> TimeLike:
         return 1.0 - t
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
         return -torch.ones_like(t)
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
-        return 1.0 - self.alpha(t)
-
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
-        return -self.alpha_derivative(t) / self.mask_prob(t)
+    def _elbo_weight(self, t: TimeLike) -> TimeLike:
+        return 1.0 / t
 
 
 @dataclass(frozen=True)
-class CosineSchedule:
+class CosineSchedule(NoiseSchedule):
     """`alpha(t) = 1 - sin(pi t / 2)`: MaskGIT's cosine schedule (MD4's "cosine").
 
     MaskGIT masks a fraction `gamma(r) = cos(pi r / 2)` of the tokens at progress `r`
@@ -132,26 +162,23 @@ class CosineSchedule:
     - ELBO weight `w(t) = (pi / 2) / tan(pi t / 2)` (about `1 / t` near 0, 0 at `t = 1`).
     """
 
-    def alpha(self, t: TimeLike) -> TimeLike:
-        return 1.0 - self.mask_prob(t)
+    def _alpha(self, t: TimeLike) -> TimeLike:
+        return 1.0 - self._mask_prob(t)
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
         return -(math.pi / 2) * torch.cos(t * (math.pi / 2))
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
         return torch.sin(t * (math.pi / 2))
 
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _elbo_weight(self, t: TimeLike) -> TimeLike:
         # cos(pi/2) is 6e-17, not 0: write the exact zero of the weight at t = 1.
         weight = (math.pi / 2) / torch.tan(t * (math.pi / 2))
         return torch.where(t == 1, torch.zeros_like(t), weight)
 
 
 @dataclass(frozen=True)
-class PolynomialSchedule:
+class PolynomialSchedule(NoiseSchedule):
     """`alpha(t) = 1 - t^w` with `w = exponent > 0` (MD4's polynomial schedule).
 
     `w = 1` is the linear schedule; `w > 1` keeps tokens clean longer (few masks at small
@@ -169,24 +196,21 @@ class PolynomialSchedule:
     def __post_init__(self) -> None:
         _check_param("exponent", self.exponent, 0.0, math.inf, open_low=True)
 
-    def alpha(self, t: TimeLike) -> TimeLike:
-        return 1.0 - self.mask_prob(t)
+    def _alpha(self, t: TimeLike) -> TimeLike:
+        return 1.0 - self._mask_prob(t)
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
         return -self.exponent * t ** (self.exponent - 1.0)
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
         return t**self.exponent
 
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _elbo_weight(self, t: TimeLike) -> TimeLike:
         return self.exponent / t
 
 
 @dataclass(frozen=True)
-class MaskGITPowerSchedule:
+class MaskGITPowerSchedule(NoiseSchedule):
     """`alpha(t) = (1 - t)^k`: MaskGIT's "square" (`k = 2`), "cubic" (3) and "sqrt" (0.5).
 
     MaskGIT masks `gamma(r) = 1 - r^k` of the tokens at progress `r`; with `t = 1 - r`,
@@ -206,25 +230,19 @@ class MaskGITPowerSchedule:
     def __post_init__(self) -> None:
         _check_param("exponent", self.exponent, 0.0, math.inf, open_low=True)
 
-    def alpha(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha(self, t: TimeLike) -> TimeLike:
         return (1.0 - t) ** self.exponent
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
         return -self.exponent * (1.0 - t) ** (self.exponent - 1.0)
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
         # 1 - (1 - t)^k without cancellation for small t
         return -torch.expm1(self.exponent * torch.log1p(-t))
 
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
-        return -self.alpha_derivative(t) / self.mask_prob(t)
-
 
 @dataclass(frozen=True)
-class LogLinearSchedule:
+class LogLinearSchedule(NoiseSchedule):
     """MDLM's log-linear schedule: total noise `sigma(t) = -log(1 - (1 - eps) t)`.
 
     With `alpha(t) = exp(-sigma(t))` this is `alpha(t) = 1 - (1 - eps) t`: linear, but the
@@ -245,30 +263,25 @@ class LogLinearSchedule:
         if self.eps == 1.0:
             raise ValueError("eps must be < 1 (with eps = 1 no token is ever masked)")
 
-    def sigma(self, t: TimeLike) -> TimeLike:
+    def sigma(self, t: TimeLike | float) -> TimeLike:
         """Total noise `sigma(t) = -log(1 - (1 - eps) t)`, so that `alpha = exp(-sigma)`."""
-        check_times(t)
-        return -torch.log1p(-(1.0 - self.eps) * t)
+        return -torch.log1p(-(1.0 - self.eps) * as_times(t))
 
-    def alpha(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha(self, t: TimeLike) -> TimeLike:
         return 1.0 - (1.0 - self.eps) * t
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
         return torch.full_like(t, -(1.0 - self.eps))
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
         return (1.0 - self.eps) * t
 
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
-        check_times(t)
+    def _elbo_weight(self, t: TimeLike) -> TimeLike:
         return 1.0 / t
 
 
 @dataclass(frozen=True)
-class GeometricSchedule:
+class GeometricSchedule(NoiseSchedule):
     """Geometric total noise `sigma(t) = sigma_min^(1 - t) * sigma_max^t` (SEDD / MDLM).
 
     `alpha(t) = exp(-sigma(t))`, so `alpha(0) = exp(-sigma_min)` (just below 1) and
@@ -295,50 +308,31 @@ class GeometricSchedule:
                 f"sigma_max must be finite and > sigma_min = {self.sigma_min}; got {self.sigma_max}"
             )
 
-    def sigma(self, t: TimeLike) -> TimeLike:
+    def sigma(self, t: TimeLike | float) -> TimeLike:
         """Total noise `sigma(t)`, so that `alpha = exp(-sigma)`."""
-        check_times(t)
+        return self._sigma(as_times(t))
+
+    def _sigma(self, t: TimeLike) -> TimeLike:
         log_min, log_max = math.log(self.sigma_min), math.log(self.sigma_max)
         return torch.exp(log_min + t * (log_max - log_min))
 
     def _sigma_rate(self, t: TimeLike) -> TimeLike:
-        return self.sigma(t) * math.log(self.sigma_max / self.sigma_min)
+        return self._sigma(t) * math.log(self.sigma_max / self.sigma_min)
 
-    def alpha(self, t: TimeLike) -> TimeLike:
-        return torch.exp(-self.sigma(t))
+    def _alpha(self, t: TimeLike) -> TimeLike:
+        return torch.exp(-self._sigma(t))
 
-    def alpha_derivative(self, t: TimeLike) -> TimeLike:
-        return -self._sigma_rate(t) * self.alpha(t)
+    def _alpha_derivative(self, t: TimeLike) -> TimeLike:
+        return -self._sigma_rate(t) * self._alpha(t)
 
-    def mask_prob(self, t: TimeLike) -> TimeLike:
-        return -torch.expm1(-self.sigma(t))
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
+        return -torch.expm1(-self._sigma(t))
 
-    def elbo_weight(self, t: TimeLike) -> TimeLike:
-        return self._sigma_rate(t) / torch.expm1(self.sigma(t))
-
-
-# ---------------------------------------------------------------------------------- time samplers
+    def _elbo_weight(self, t: TimeLike) -> TimeLike:
+        return self._sigma_rate(t) / torch.expm1(self._sigma(t))
 
 
-@runtime_checkable
-class TimeSampler(Protocol):
-    """The interface every sampler of training times implements.
-
-    The method is named `sample` rather than `__call__` on purpose: jsonargparse (LightningCLI)
-    reads a protocol whose `__call__` returns a tensor class as a *factory* of tensors and then
-    refuses a `class_path` to an implementation. The built-in samplers are also callable
-    (`sampler(n)` is `sampler.sample(n)`).
-    """
-
-    def sample(
-        self,
-        batch_size: int,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Times:
-        """Draw `batch_size` diffusion times in `[0, 1]` (one per row), float32 on `device`."""
-        ...
+# ---------------------------------------------------------------------------- time distributions
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -352,27 +346,20 @@ def _rand(n: int, generator: torch.Generator | None, device: torch.device | str 
     Drawing on the generator's own device keeps "same generator -> same times" true whatever
     `device` is asked for.
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+            "(seed one with torch.Generator().manual_seed(seed))"
+        )
     draw_device = generator.device if generator is not None else device
     return torch.rand(n, generator=generator, device=draw_device).to(device)
 
 
-@dataclass(frozen=True)
-class UniformTimeSampler:
-    """`t = eps + (1 - eps) u` with `u ~ U[0, 1)` i.i.d. per row (LLaDA / Dream / MDLM).
+class TimeDistribution(ABC):
+    """The distribution of training times: one diffusion time per row of a batch."""
 
-    LLaDA and Dream write the same thing as `p_mask = (1 - eps) t + eps` with a linear schedule;
-    Omni-Diffusion's data pipeline uses `eps = 1e-3` too.
-
-    Args:
-        eps: the floor of `t` (in `[0, 1)`): keeps `elbo_weight(t)` finite.
-    """
-
-    eps: float = 1e-3
-
-    def __post_init__(self) -> None:
-        _check_param("eps", self.eps, 0.0, 1.0, open_low=False)
-        if self.eps == 1.0:
-            raise ValueError("eps must be < 1")
+    eps: float
+    """The floor of the drawn times (keeps `elbo_weight(t)` finite)."""
 
     def sample(
         self,
@@ -381,25 +368,55 @@ class UniformTimeSampler:
         generator: torch.Generator | None = None,
         device: torch.device | str | None = None,
     ) -> Times:
-        """Draw `batch_size` times in `[eps, 1)`, float32 on `device`."""
-        _check_batch_size(batch_size)
-        u = _rand(batch_size, generator, device)
-        return self.eps + (1.0 - self.eps) * u
+        """Draw `batch_size` diffusion times in `[eps, 1)` (one per row), float32 on `device`.
 
-    def __call__(
-        self,
-        batch_size: int,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
+        Raises:
+            ValueError: `batch_size` is not a positive int.
+            TypeError: `generator` is not a `torch.Generator`.
+        """
+        _check_batch_size(batch_size)
+        return self._sample(batch_size, generator, device)
+
+    @abstractmethod
+    def _sample(
+        self, n: int, generator: torch.Generator | None, device: torch.device | str | None
     ) -> Times:
-        """Same as `sample`."""
-        return self.sample(batch_size, generator=generator, device=device)
+        """`n` times for a checked batch size."""
+
+
+def _check_eps(eps: float) -> None:
+    _check_param("eps", eps, 0.0, 1.0, open_low=False)
+    if eps == 1.0:
+        raise ValueError("eps must be < 1")
 
 
 @dataclass(frozen=True)
-class AntitheticTimeSampler:
-    """MDLM's low-discrepancy ("antithetic") sampler: one time per stratum of `[0, 1)`.
+class UniformTime(TimeDistribution):
+    """`t = eps + (1 - eps) u` with `u ~ U[0, 1)` i.i.d. per row (LLaDA / Dream / MDLM).
+
+    LLaDA and Dream write the same thing as `p_mask = (1 - eps) t + eps` with a linear schedule;
+    Omni-Diffusion's data pipeline uses `eps = 1e-3` too (but draws a time per *token*, see
+    `omni_blocks.masking`).
+
+    Args:
+        eps: the floor of `t` (in `[0, 1)`): keeps `elbo_weight(t)` finite.
+    """
+
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+
+    def _sample(
+        self, n: int, generator: torch.Generator | None, device: torch.device | str | None
+    ) -> Times:
+        u = _rand(n, generator, device)
+        return self.eps + (1.0 - self.eps) * u
+
+
+@dataclass(frozen=True)
+class AntitheticTime(TimeDistribution):
+    """MDLM's low-discrepancy ("antithetic") sampling: one time per stratum of `[0, 1)`.
 
     Row `i` of `n` draws `u_i = (i + v_i) / n` with `v_i ~ U[0, 1)`, so the batch covers
     `[0, 1)` evenly (one draw in each `[i/n, (i+1)/n)`), then `t_i = eps + (1 - eps) u_i`.
@@ -418,34 +435,16 @@ class AntitheticTimeSampler:
     shuffle: bool = False
 
     def __post_init__(self) -> None:
-        _check_param("eps", self.eps, 0.0, 1.0, open_low=False)
-        if self.eps == 1.0:
-            raise ValueError("eps must be < 1")
+        _check_eps(self.eps)
 
-    def sample(
-        self,
-        batch_size: int,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
+    def _sample(
+        self, n: int, generator: torch.Generator | None, device: torch.device | str | None
     ) -> Times:
-        """Draw `batch_size` times in `[eps, 1)`, float32 on `device`."""
-        _check_batch_size(batch_size)
-        v = _rand(batch_size, generator, device)
-        strata = torch.arange(batch_size, device=v.device, dtype=v.dtype)
+        v = _rand(n, generator, device)
+        strata = torch.arange(n, device=v.device, dtype=v.dtype)
         if self.shuffle:
             draw_device = generator.device if generator is not None else v.device
-            order = torch.randperm(batch_size, generator=generator, device=draw_device)
+            order = torch.randperm(n, generator=generator, device=draw_device)
             strata = strata[order.to(v.device)]
-        u = ((strata + v) / batch_size).clamp(max=1.0 - 1e-7)
+        u = ((strata + v) / n).clamp(max=1.0 - 1e-7)
         return self.eps + (1.0 - self.eps) * u
-
-    def __call__(
-        self,
-        batch_size: int,
-        *,
-        generator: torch.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> Times:
-        """Same as `sample`."""
-        return self.sample(batch_size, generator=generator, device=device)

@@ -29,7 +29,7 @@ Probs = Float[Tensor, "batch seq vocab"]
 """Probabilities over the unified vocabulary (rows sum to one)."""
 
 SeqMask = Bool[Tensor, "batch seq"]
-"""A boolean flag per position (for example: masked, maskable, target, attention)."""
+"""A boolean flag per position (for example: masked, target, attention)."""
 
 SeqFloat = Float[Tensor, "batch seq"]
 """A float per position (for example: confidence, loss weight)."""

@@ -291,42 +291,53 @@ class VocabLayout:
 
     def logit_mask(
         self,
-        modality: Modality,
+        modality: Modality | None,
         *,
         allow_end: bool = True,
+        allow_mask: bool = False,
         extra_ids: Iterable[int] = (),
         vocab_size: int | None = None,
         device: torch.device | str | None = None,
     ) -> Bool[Tensor, " vocab"]:
         """Ids a sampler may write when it generates `modality` (True = allowed).
 
-        Allowed are the modality's own ids, except special tokens that reuse text ids, plus
-        (with `allow_end`) its end token and the pad token, so variable-length responses can
-        stop, plus `extra_ids`.
+        With a modality: its own ids, except special tokens that reuse text ids, plus (with
+        `allow_end`) its end token and the pad token, so variable-length responses can stop,
+        plus `extra_ids`. With `modality=None`: every id of the layout. `[MASK]` is never
+        allowed unless `allow_mask` (upstream samplers do not ban it).
 
         Args:
-            modality: the modality being generated.
+            modality: the modality being generated, or None for any.
             allow_end: also allow the end token (`eos` for text) and `pad`.
+            allow_mask: also allow `[MASK]` itself.
             extra_ids: further ids to allow.
             vocab_size: length of the mask; defaults to `vocab_size`. Backbones often pad
                 their output head (Dream: 152,064 rows); rows beyond the layout stay False.
             device: device of the returned tensor.
+
+        Raises:
+            VocabError: the layout has no codebook for `modality`, or `vocab_size` is smaller
+                than the layout's.
         """
-        modality = Modality(modality)
-        if self.size(modality) == 0:
-            raise VocabError(f"this layout has no {modality.value} codebook")
         n = self.vocab_size if vocab_size is None else vocab_size
         if n < self.vocab_size:
             raise VocabError(f"vocab_size {n} is smaller than the layout's {self.vocab_size}")
         allowed = torch.zeros(n, dtype=torch.bool, device=device)
-        r = self.id_range(modality)
-        allowed[r.start : r.stop] = True
-        allowed[self.special_id_list()] = False
+        if modality is None:
+            allowed[: self.vocab_size] = True
+        else:
+            modality = Modality(modality)
+            if self.size(modality) == 0:
+                raise VocabError(f"this layout has no {modality.value} codebook")
+            r = self.id_range(modality)
+            allowed[r.start : r.stop] = True
+            allowed[self.special_id_list()] = False
         keep = list(extra_ids)
-        if allow_end:
+        if allow_end and modality is not None:
             keep += [self.end_id(modality), self.pad_id]
         if keep:
             allowed[keep] = True
+        allowed[self.mask_id] = allow_mask
         return allowed
 
     def _check_range(self, values: Tensor, low: int, high: int, what: str) -> None:

@@ -9,8 +9,7 @@
 - [`TransformerConfig`][omni_blocks.backbones.TransformerConfig]: the `config.json` fields.
 """
 
-from omni_blocks.backbones.base import Backbone
-from omni_blocks.backbones.checkpoint import grow_rows, load_state_dict, resolve_checkpoint
+from omni_blocks.backbones.base import Backbone, grow_rows
 from omni_blocks.backbones.config import TransformerConfig, default_shift_logits, is_dream_config
 from omni_blocks.backbones.hf import HFBackbone
 from omni_blocks.backbones.native import NativeTransformer, PretrainedTransformer, shift_right
@@ -24,7 +23,5 @@ __all__ = [
     "default_shift_logits",
     "grow_rows",
     "is_dream_config",
-    "load_state_dict",
-    "resolve_checkpoint",
     "shift_right",
 ]

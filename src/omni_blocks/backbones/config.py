@@ -110,6 +110,15 @@ class TransformerConfig:
         if not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(f"attention_dropout must lie in [0, 1), got {self.attention_dropout}")
 
+    def architecture(self) -> dict[str, Any]:
+        """The fields that shape the network (every field but `model_type` and `extra`), with
+        `num_key_value_heads` resolved: the keyword arguments of a Qwen2-style model."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.pop("model_type")
+        values.pop("extra")
+        values["num_key_value_heads"] = self.kv_heads
+        return values
+
     @property
     def head_dim(self) -> int:
         """Width of one attention head, `hidden_size // num_attention_heads`."""

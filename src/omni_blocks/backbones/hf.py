@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from omni_blocks.backbones.checkpoint import grow_rows, resolve_checkpoint
+from omni_blocks.backbones.base import grow_rows
 from omni_blocks.backbones.config import (
     TransformerConfig,
     default_shift_logits,
@@ -34,6 +35,7 @@ from omni_blocks.backbones.config import (
     read_config_json,
 )
 from omni_blocks.backbones.native import position_ids_from_mask, shift_right
+from omni_blocks.checkpointing import resolve_checkpoint
 from omni_blocks.typing import Logits, SeqMask, TokenIds
 
 __all__ = ["HFBackbone", "qwen2_config"]
@@ -47,18 +49,7 @@ def qwen2_config(config: TransformerConfig, **overrides: Any) -> Any:
     from transformers import Qwen2Config
 
     values: dict[str, Any] = {
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size,
-        "num_hidden_layers": config.num_hidden_layers,
-        "num_attention_heads": config.num_attention_heads,
-        "num_key_value_heads": config.kv_heads,
-        "rms_norm_eps": config.rms_norm_eps,
-        "rope_theta": config.rope_theta,
-        "max_position_embeddings": config.max_position_embeddings,
-        "tie_word_embeddings": config.tie_word_embeddings,
-        "attention_dropout": config.attention_dropout,
-        "initializer_range": config.initializer_range,
+        **config.architecture(),
         "hidden_act": "silu",
         "use_sliding_window": False,
         "is_causal": False,
@@ -184,6 +175,34 @@ class HFBackbone(nn.Module):
         wrapper._setup(model, shift_logits)
         wrapper.pretrained = None
         return wrapper
+
+    def to_config(self) -> dict[str, Any]:
+        """`class_path` / `init_args` that rebuild this wrapper from its checkpoint.
+
+        Raises:
+            SerializationError: a wrapper made with `from_model` (it has no checkpoint name).
+        """
+        if self.pretrained is None:
+            from omni_blocks.config import SerializationError
+
+            raise SerializationError(
+                "an HFBackbone made with HFBackbone.from_model has no checkpoint name to "
+                "record; build it with HFBackbone(pretrained=...) or save it with save_pretrained"
+            )
+        init_args = {
+            "pretrained": str(self.pretrained),
+            "shift_logits": bool(self.shift_logits),
+            "vocab_size": int(self.vocab_size),
+        }
+        return {"class_path": "omni_blocks.backbones.HFBackbone", "init_args": init_args}
+
+    @classmethod
+    def from_saved(
+        cls, folder: Path, init_args: Mapping[str, Any], *, device: str | torch.device = "cpu"
+    ) -> HFBackbone:
+        """Read back what `save_pretrained` wrote (the loading hook of
+        `omni_blocks.checkpointing`); only `shift_logits` is taken from `init_args`."""
+        return cls(str(folder), shift_logits=init_args.get("shift_logits")).to(device)
 
     # ------------------------------------------------------------------ protocol
     @property

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +42,13 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from omni_blocks.backbones.checkpoint import (
-    grow_rows,
-    load_state_dict,
-    resolve_checkpoint,
-    save_state_dict,
-)
+from omni_blocks.backbones.base import grow_rows
 from omni_blocks.backbones.config import (
     TransformerConfig,
     default_shift_logits,
     read_config_json,
 )
+from omni_blocks.checkpointing import load_state_dict, resolve_checkpoint, save_state_dict
 from omni_blocks.typing import Logits, SeqMask, TokenIds
 
 __all__ = [
@@ -292,6 +289,9 @@ class NativeTransformer(nn.Module):
             predicts token `i` from tokens `< i` (next-token prediction, aligned like the
             diffusion logits). Saved as `is_causal` in `config.json` and read back by
             `from_pretrained`.
+        model_type: the `model_type` written to `config.json` (`"Dream"` for Dream
+            checkpoints).
+        extra: further `config.json` keys to keep (written back by `save_pretrained`).
 
     Example:
         ```python
@@ -322,6 +322,8 @@ class NativeTransformer(nn.Module):
         shift_logits: bool = False,
         gradient_checkpointing: bool = False,
         causal: bool = False,
+        model_type: str = "qwen2",
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.causal = causal
@@ -338,6 +340,8 @@ class NativeTransformer(nn.Module):
             tie_word_embeddings=tie_word_embeddings,
             attention_dropout=attention_dropout,
             initializer_range=initializer_range,
+            model_type=model_type,
+            extra=dict(extra or {}),
         )
         self.shift_logits = shift_logits
         self.gradient_checkpointing = gradient_checkpointing
@@ -351,23 +355,35 @@ class NativeTransformer(nn.Module):
     @classmethod
     def from_config(cls, config: TransformerConfig, **kwargs: Any) -> NativeTransformer:
         """A fresh model with the shape of `config` (`kwargs`: `shift_logits`, ...)."""
-        model = cls(
-            vocab_size=config.vocab_size,
-            hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
-            num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads,
-            num_key_value_heads=config.kv_heads,
-            rms_norm_eps=config.rms_norm_eps,
-            rope_theta=config.rope_theta,
-            max_position_embeddings=config.max_position_embeddings,
-            tie_word_embeddings=config.tie_word_embeddings,
-            attention_dropout=config.attention_dropout,
-            initializer_range=config.initializer_range,
-            **kwargs,
+        return cls(**_init_args(config), **kwargs)
+
+    def to_config(self) -> dict[str, Any]:
+        """`class_path` / `init_args` of a fresh `NativeTransformer` of this shape.
+
+        Subclasses (such as `PretrainedTransformer`) are recorded as a `NativeTransformer`, so
+        that rebuilding one never downloads the original checkpoint again; the weights travel
+        separately (`save_pretrained`).
+        """
+        init_args = {k: v for k, v in _init_args(self._config).items() if k != "extra"}
+        init_args.update(
+            shift_logits=bool(self.shift_logits),
+            gradient_checkpointing=bool(self.gradient_checkpointing),
+            causal=bool(self.causal),
         )
-        model._config = config
-        return model
+        return {"class_path": "omni_blocks.backbones.NativeTransformer", "init_args": init_args}
+
+    @classmethod
+    def from_saved(
+        cls, folder: Path, init_args: Mapping[str, Any], *, device: str | torch.device = "cpu"
+    ) -> NativeTransformer:
+        """Read back what `save_pretrained` wrote, with the recorded `shift_logits` and
+        `gradient_checkpointing` (the loading hook of `omni_blocks.checkpointing`)."""
+        return cls.from_pretrained(
+            folder,
+            device=device,
+            shift_logits=init_args.get("shift_logits"),
+            gradient_checkpointing=bool(init_args.get("gradient_checkpointing", False)),
+        )
 
     @classmethod
     def from_pretrained(
@@ -526,7 +542,7 @@ class NativeTransformer(nn.Module):
         """Resize the embedding and output head to `new_size` rows.
 
         Existing rows stay bit-identical; new rows are the mean of the existing rows (see
-        [`grow_rows`][omni_blocks.backbones.checkpoint.grow_rows]). Tied embeddings stay tied.
+        [`grow_rows`][omni_blocks.backbones.base.grow_rows]). Tied embeddings stay tied.
         """
         embed = self.model.embed_tokens
         new_embed = nn.Embedding(
@@ -630,23 +646,11 @@ class PretrainedTransformer(NativeTransformer):
         shift = default_shift_logits(raw) if shift_logits is None else shift_logits
         with torch.device("meta"):
             super().__init__(
-                vocab_size=config.vocab_size,
-                hidden_size=config.hidden_size,
-                intermediate_size=config.intermediate_size,
-                num_hidden_layers=config.num_hidden_layers,
-                num_attention_heads=config.num_attention_heads,
-                num_key_value_heads=config.kv_heads,
-                rms_norm_eps=config.rms_norm_eps,
-                rope_theta=config.rope_theta,
-                max_position_embeddings=config.max_position_embeddings,
-                tie_word_embeddings=config.tie_word_embeddings,
-                attention_dropout=config.attention_dropout,
-                initializer_range=config.initializer_range,
+                **_init_args(config),
                 shift_logits=shift,
                 gradient_checkpointing=gradient_checkpointing,
                 causal=bool(raw.get("is_causal", False)),
             )
-        self._config = config
         self.pretrained = str(pretrained)
         self.load_checkpoint_state(
             load_state_dict(folder, allow_pickle=allow_pickle), strict=strict
@@ -655,6 +659,11 @@ class PretrainedTransformer(NativeTransformer):
             self.to(_as_dtype(dtype))
         if vocab_size is not None and vocab_size != self.vocab_size:
             self.resize_vocab(vocab_size)
+
+
+def _init_args(config: TransformerConfig) -> dict[str, Any]:
+    """The constructor arguments of a model shaped like `config`."""
+    return {**config.architecture(), "model_type": config.model_type, "extra": dict(config.extra)}
 
 
 def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:

@@ -7,11 +7,10 @@
 - [`tokenize_example`][omni_blocks.data.tokenize.tokenize_example]: raw pixels / audio ->
   codes, checked per example;
 - [`ManifestDataModule`][omni_blocks.data.manifest.ManifestDataModule]: prepared datasets
-  as JSONL manifests (media files or pre-tokenized codes), one task per manifest;
-- the offline miniature corpus's speech, synthesised with espeak-ng.
+  as JSONL manifests (media files or pre-tokenized codes), one task per manifest.
 """
 
-from omni_blocks.data.collate import TaskBatch, collate_sequences
+from omni_blocks.data.collate import BatchError, TaskBatch, check_batch, collate_sequences
 from omni_blocks.data.manifest import (
     ManifestDataModule,
     ManifestDataset,
@@ -20,7 +19,7 @@ from omni_blocks.data.manifest import (
     read_manifest,
 )
 from omni_blocks.data.mixture import (
-    MixtureSampler,
+    MixtureOrder,
     OmniDataModule,
     SequenceCollator,
     TaskMixture,
@@ -33,17 +32,8 @@ from omni_blocks.data.sequence import (
     render_sequence,
     segment,
 )
-from omni_blocks.data.speech_synth import (
-    DIGIT_WORDS,
-    TEST_VOICES,
-    TRAIN_VOICES,
-    EspeakNotFoundError,
-    SpokenWord,
-    espeak_available,
-    spoken_words,
-    synthesize_speech,
-)
 from omni_blocks.data.templates import (
+    TASK_NAMES,
     AsrTemplate,
     CaptionTemplate,
     ChatFormat,
@@ -59,24 +49,21 @@ from omni_blocks.data.templates import (
 from omni_blocks.data.tokenize import tokenize_example, tokenize_examples
 
 __all__ = [
-    "DIGIT_WORDS",
-    "TEST_VOICES",
-    "TRAIN_VOICES",
+    "TASK_NAMES",
     "AsrTemplate",
+    "BatchError",
     "CaptionTemplate",
     "ChatFormat",
     "DataError",
-    "EspeakNotFoundError",
     "InpaintingTemplate",
     "ManifestDataModule",
     "ManifestDataset",
     "ManifestTask",
-    "MixtureSampler",
+    "MixtureOrder",
     "OmniDataModule",
     "SequenceCollator",
     "SpeechToImageTemplate",
     "SpokenVqaTemplate",
-    "SpokenWord",
     "TaskBatch",
     "TaskMixture",
     "TaskSequence",
@@ -86,15 +73,13 @@ __all__ = [
     "TtsTemplate",
     "VqaTemplate",
     "build_all",
+    "check_batch",
     "collate_sequences",
     "describe_example",
-    "espeak_available",
     "load_example",
     "read_manifest",
     "render_sequence",
     "segment",
-    "spoken_words",
-    "synthesize_speech",
     "tokenize_example",
     "tokenize_examples",
 ]

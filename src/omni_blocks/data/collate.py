@@ -14,7 +14,7 @@ For row `b` with `n_b` tokens:
    every response, even the longest in a batch, is followed by at least one pad);
 2. every row is then padded to the batch's longest row, rounded up to `pad_to_multiple_of`.
    With `pad_targets=True` (the default) these pads are targets and attended, like the
-   extra ones; with `pad_targets=False` they are neither (`maskable` and `attention_mask`
+   extra ones; with `pad_targets=False` they are neither (`target_mask` and `attention_mask`
    False), as upstream's collator does for its alignment padding.
 
 `attention_mask` is True on every real token and on every target pad.
@@ -22,8 +22,8 @@ For row `b` with `n_b` tokens:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
@@ -31,7 +31,14 @@ from torch import Tensor
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.vocab import VocabLayout
 
-__all__ = ["TaskBatch", "collate_sequences"]
+__all__ = ["BATCH_KEYS", "BatchError", "TaskBatch", "check_batch", "collate_sequences"]
+
+BATCH_KEYS = ("input_ids", "target_mask", "attention_mask")
+"""The tensors every training batch holds (plus the `task` names)."""
+
+
+class BatchError(ValueError):
+    """A batch a model cannot train on; the message names the bad key or row."""
 
 
 class TaskBatch(TypedDict):
@@ -39,13 +46,13 @@ class TaskBatch(TypedDict):
 
     Attributes:
         input_ids: global ids, int64 `(batch, seq)`.
-        maskable: bool `(batch, seq)`, True on the target region and its tail pads.
+        target_mask: bool `(batch, seq)`, True on the target region and its tail pads.
         attention_mask: bool `(batch, seq)`, True on real tokens and target pads.
         task: the task name of each row.
     """
 
     input_ids: Tensor
-    maskable: Tensor
+    target_mask: Tensor
     attention_mask: Tensor
     task: list[str]
 
@@ -76,7 +83,7 @@ def collate_sequences(
         generator: random source for a ranged `extra_tail_pad`.
 
     Returns:
-        `input_ids` (int64, `(batch, seq)`), `maskable` (bool: target region incl. tail
+        `input_ids` (int64, `(batch, seq)`), `target_mask` (bool: target region incl. tail
         pads), `attention_mask` (bool), `task` (list of task names).
 
     Raises:
@@ -114,19 +121,19 @@ def collate_sequences(
 
     batch = len(seqs)
     input_ids = torch.full((batch, width), layout.pad_id, dtype=torch.long)
-    maskable = torch.zeros((batch, width), dtype=torch.bool)
+    target_mask = torch.zeros((batch, width), dtype=torch.bool)
     attention_mask = torch.zeros((batch, width), dtype=torch.bool)
     for row, (seq, length) in enumerate(zip(seqs, lengths, strict=True)):
         n = len(seq)
         input_ids[row, :n] = seq.ids
-        maskable[row, :n] = seq.maskable
+        target_mask[row, :n] = seq.target_mask
         # target tail pads: the extra ones always, the alignment ones when pad_targets
         end = width if pad_targets else length
-        maskable[row, n:end] = True
+        target_mask[row, n:end] = True
         attention_mask[row, :end] = True
     return TaskBatch(
         input_ids=input_ids,
-        maskable=maskable,
+        target_mask=target_mask,
         attention_mask=attention_mask,
         task=[seq.task for seq in seqs],
     )
@@ -145,3 +152,70 @@ def _tail_range(extra_tail_pad: int | tuple[int, int]) -> tuple[int, int]:
             f"{extra_tail_pad}"
         )
     return low, high
+
+
+def check_batch(
+    batch: Mapping[str, Any], layout: VocabLayout, *, max_positions: int | None = None
+) -> None:
+    """Raise a clear error unless `batch` is what `collate_sequences` produces.
+
+    Args:
+        batch: the batch.
+        layout: the vocabulary its ids must lie in.
+        max_positions: the backbone's longest sequence (`max_position_embeddings`), if any.
+
+    Raises:
+        BatchError: a missing key, wrong dtypes or shapes, an id outside the layout's
+            vocabulary, or rows longer than `max_positions` (the message names the tasks of
+            the offending rows).
+    """
+    missing = [k for k in BATCH_KEYS if k not in batch]
+    if missing:
+        raise BatchError(
+            f"the batch lacks {missing}; expected keys {list(BATCH_KEYS)} (+ 'task') as "
+            f"produced by omni_blocks.data.collate_sequences; got {sorted(batch)}"
+        )
+    ids, target, attention = (batch[k] for k in BATCH_KEYS)
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.dtype != torch.long:
+        raise BatchError(
+            f"batch['input_ids'] must be an int64 tensor (batch, seq); got {_describe(ids)}"
+        )
+    for name, value in (("target_mask", target), ("attention_mask", attention)):
+        if not isinstance(value, Tensor) or value.dtype != torch.bool:
+            raise BatchError(f"batch[{name!r}] must be a bool tensor; got {_describe(value)}")
+        if value.shape != ids.shape:
+            raise BatchError(
+                f"batch[{name!r}] has shape {tuple(value.shape)} but input_ids {tuple(ids.shape)}"
+            )
+    tasks = batch.get("task")
+    if tasks is not None and len(tasks) != ids.shape[0]:
+        raise BatchError(f"batch['task'] names {len(tasks)} rows; the batch has {ids.shape[0]}")
+    if max_positions is not None and ids.shape[1] > max_positions:
+        rows = attention.sum(dim=1) > max_positions
+        raise BatchError(
+            f"rows of {int(attention.sum(dim=1).max())} tokens (tasks {_tasks_of(tasks, rows)}) "
+            f"exceed the backbone's max_position_embeddings={max_positions}; filter or truncate "
+            "the data (collate_sequences(max_length=...))"
+        )
+    if ids.numel():
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= layout.vocab_size:
+            bad = ((ids < 0) | (ids >= layout.vocab_size)).any(dim=1)
+            raise BatchError(
+                f"input_ids in [{low}, {high}] fall outside the layout's vocabulary "
+                f"[0, {layout.vocab_size}) (tasks {_tasks_of(tasks, bad)}); the data and the "
+                "module use different layouts"
+            )
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _tasks_of(tasks: Any, rows: Tensor) -> list[str]:
+    """The distinct task names of the rows flagged in `rows`."""
+    if not tasks:
+        return []
+    return sorted({str(tasks[i]) for i in rows.nonzero().flatten().tolist()})

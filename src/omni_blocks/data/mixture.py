@@ -9,7 +9,7 @@ The order is a pure function of `(seed, epoch)`: each epoch takes exactly
 `round(ratio * num_samples)` items from each task (largest remainders), interleaved by a
 seeded shuffle; within a task, items follow seeded permutations (a smaller task cycles
 through fresh permutations, a larger one is subsampled). A
-[`MixtureSampler`][omni_blocks.data.mixture.MixtureSampler] walks that order, shards it
+[`MixtureOrder`][omni_blocks.data.mixture.MixtureOrder] walks that order, shards it
 across ranks, and can start part-way through an epoch, which is how
 [`OmniDataModule`][omni_blocks.data.mixture.OmniDataModule] resumes a run from a mid-epoch
 checkpoint with the same batches an uninterrupted run would have seen.
@@ -33,7 +33,7 @@ from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.vocab import VocabLayout
 
-__all__ = ["MixtureSampler", "OmniDataModule", "SequenceCollator", "TaskMixture", "TemplateDataset"]
+__all__ = ["MixtureOrder", "OmniDataModule", "SequenceCollator", "TaskMixture", "TemplateDataset"]
 
 
 class TemplateDataset(Dataset[TaskSequence]):
@@ -184,7 +184,7 @@ def _mix(seed: int, epoch: int) -> int:
     return zlib.crc32(f"{seed}:{epoch}".encode())
 
 
-class MixtureSampler(DistributedSampler[int]):
+class MixtureOrder(DistributedSampler[int]):
     """Walks a [`TaskMixture`][omni_blocks.data.mixture.TaskMixture]'s epoch orders.
 
     Rank `r` of `world_size` takes positions `r, r + world_size, ...` of the epoch order
@@ -393,7 +393,7 @@ class OmniDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader[TaskSequence]:
         """Training batches in the mixture's order, resuming mid-epoch when restarted."""
         epoch, start, rank, world = self._resume_point()
-        sampler = MixtureSampler(
+        sampler = MixtureOrder(
             self.train, rank=rank, world_size=world, start=start, start_epoch=epoch
         )
         return DataLoader(

@@ -1,8 +1,8 @@
 """One training or generation sequence, and the pieces it is built from.
 
 A [`TaskSequence`][omni_blocks.data.sequence.TaskSequence] is the unit every task template
-produces: global ids (prompt first, then the target region) and a `maskable` flag that is
-True exactly on the target region. The loss covers only maskable positions; at generation
+produces: global ids (prompt first, then the target region) and a `target_mask` flag
+that is True exactly on the target region. The loss covers only target positions; at generation
 time the sampler writes only there (the positions that hold `layout.mask_id`).
 
 Local codes become global ids only through [`VocabLayout`][omni_blocks.vocab.VocabLayout]
@@ -54,27 +54,27 @@ class TaskSequence:
 
     Attributes:
         ids: global ids in the unified vocabulary, `(seq,)`.
-        maskable: True exactly on the target region `(seq,)`: the positions the loss covers
+        target_mask: True exactly on the target region `(seq,)`: the positions the loss covers
             and the sampler writes. Templates put the target at the end of the sequence.
         task: the template's name (`"asr"`, `"t2i"`, ...).
         target_modality: the modality of the target region.
 
     Raises:
-        DataError: `ids` and `maskable` differ in length, are not 1-D, or have the wrong dtype.
+        DataError: `ids` and `target_mask` differ in length, are not 1-D, or have the wrong dtype.
     """
 
     ids: Int[Tensor, " seq"]
-    maskable: Bool[Tensor, " seq"]
+    target_mask: Bool[Tensor, " seq"]
     task: str
     target_modality: Modality
 
     def __post_init__(self) -> None:
         if self.ids.dtype != torch.long:
             raise DataError(f"TaskSequence.ids must be int64, got {self.ids.dtype}")
-        if self.ids.shape != self.maskable.shape:
+        if self.ids.shape != self.target_mask.shape:
             raise DataError(
-                f"TaskSequence.ids {tuple(self.ids.shape)} and maskable "
-                f"{tuple(self.maskable.shape)} must have the same shape"
+                f"TaskSequence.ids {tuple(self.ids.shape)} and target_mask "
+                f"{tuple(self.target_mask.shape)} must have the same shape"
             )
         object.__setattr__(self, "target_modality", Modality(self.target_modality))
 
@@ -84,7 +84,7 @@ class TaskSequence:
     @property
     def target_start(self) -> int:
         """Index of the first target position (`len(self)` when there is no target)."""
-        hits = self.maskable.nonzero()
+        hits = self.target_mask.nonzero()
         return int(hits[0, 0]) if hits.numel() else len(self)
 
     @property
@@ -98,9 +98,9 @@ class TaskSequence:
         return self.ids[self.target_start :]
 
     def is_target_suffix(self) -> bool:
-        """Whether `maskable` is one non-empty block at the end (what collation needs)."""
+        """Whether `target_mask` is one non-empty block at the end (what collation needs)."""
         start = self.target_start
-        return start < len(self) and bool(self.maskable[start:].all())
+        return start < len(self) and bool(self.target_mask[start:].all())
 
 
 def segment(

@@ -50,6 +50,7 @@ from omni_blocks.tokenizers.text import TextTokenizer
 from omni_blocks.vocab import Modality, VocabError, VocabLayout
 
 __all__ = [
+    "TASK_NAMES",
     "AsrTemplate",
     "CaptionTemplate",
     "ChatFormat",
@@ -62,6 +63,10 @@ __all__ = [
     "VqaTemplate",
     "build_all",
 ]
+
+
+TASK_NAMES = ("asr", "tts", "caption", "vqa", "t2i", "s2i", "spoken_vqa", "inpainting")
+"""The `name` of every built-in template (the task column of batches)."""
 
 
 @dataclass(frozen=True)
@@ -248,10 +253,10 @@ class TaskTemplate(ABC):
                 f"{len(target)} target), more than max_length={self.max_length}"
             )
         ids = torch.cat([prompt, target]).long()
-        maskable = torch.cat(
+        target_mask = torch.cat(
             [torch.zeros(len(prompt), dtype=torch.bool), torch.ones(len(target), dtype=torch.bool)]
         )
-        return TaskSequence(ids, maskable, self.name, self.target_modality)
+        return TaskSequence(ids, target_mask, self.name, self.target_modality)
 
     def _target_length(self, target_length: int | None, name: str) -> int:
         if target_length is None:

@@ -8,25 +8,27 @@ swappable blocks:
   of a position (max-prob, margin, entropy, random);
 - position penalties ([`omni_blocks.sampling.penalties`][omni_blocks.sampling.penalties]):
   Omni-Diffusion's tail penalty;
-- planners ([`omni_blocks.sampling.planners`][omni_blocks.sampling.planners]): how many
-  positions per step (noise schedule, fixed count, Fast-dLLM threshold) and
-  semi-autoregressive blocks;
+- planners ([`omni_blocks.sampling.planners`][omni_blocks.sampling.planners]): a plan of
+  blocks and step budgets made once per run, and how many positions per step (noise
+  schedule, fixed count, Fast-dLLM threshold);
 - token choice ([`omni_blocks.sampling.choice`][omni_blocks.sampling.choice]): temperature,
   top-k, top-p; classifier-free guidance
   ([`omni_blocks.sampling.guidance`][omni_blocks.sampling.guidance]);
 - presets ([`omni_blocks.sampling.presets`][omni_blocks.sampling.presets]) that reproduce
   Dream, LLaDA, Fast-dLLM and Omni-Diffusion
-  ([`block_config`][omni_blocks.serialization.block_config] writes any of them as a
+  ([`block_config`][omni_blocks.config.block_config] writes any of them as a
   LightningCLI config).
 """
 
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
 from omni_blocks.sampling.choice import TokenChoice, TokenChooser
-from omni_blocks.sampling.guidance import ClassifierFreeGuidance
+from omni_blocks.sampling.guidance import ClassifierFreeGuidance, Guidance
 from omni_blocks.sampling.penalties import NoPenalty, PositionPenalty, TailPenalty
 from omni_blocks.sampling.planners import (
     BlockPlanner,
     FixedCountPlanner,
+    Plan,
+    PlanStep,
     SchedulePlanner,
     ThresholdPlanner,
     UnmaskPlanner,
@@ -37,7 +39,7 @@ from omni_blocks.sampling.presets import (
     llada_sampler,
     omni_diffusion_sampler,
 )
-from omni_blocks.sampling.sampler import MaskedDiffusionSampler
+from omni_blocks.sampling.sampler import MaskedDiffusionSampler, NonFiniteLogitsError
 from omni_blocks.sampling.scorers import (
     ConfidenceScorer,
     EntropyScorer,
@@ -53,10 +55,14 @@ __all__ = [
     "Denoiser",
     "EntropyScorer",
     "FixedCountPlanner",
+    "Guidance",
     "MarginScorer",
     "MaskedDiffusionSampler",
     "MaxProbScorer",
     "NoPenalty",
+    "NonFiniteLogitsError",
+    "Plan",
+    "PlanStep",
     "PositionPenalty",
     "RandomScorer",
     "SampleOutput",

@@ -1,10 +1,10 @@
-"""The `Sampler` protocol and its output."""
+"""The `Sampler` interface and its output."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Int
@@ -36,14 +36,16 @@ class SampleOutput:
     trajectory: Int[Tensor, "batch seq"] | None = None
 
 
-@runtime_checkable
-class Sampler(Protocol):
+class Sampler(ABC):
     """The interface every sampler implements.
 
-    The sampler writes exactly the positions of `ids` that hold `layout.mask_id`; every other
-    position (prompt, known tokens of an inpainting target) is returned unchanged.
+    The region to generate is the *target*: `target_mask` flags it (by default, the positions
+    that hold `layout.mask_id`). Inside it the sampler writes exactly the positions that hold
+    `layout.mask_id`; every other position (the prompt, known tokens of an inpainting target)
+    is returned unchanged.
     """
 
+    @abstractmethod
     def __call__(
         self,
         model: Denoiser,
@@ -51,7 +53,7 @@ class Sampler(Protocol):
         *,
         layout: VocabLayout,
         modality: Modality | None = None,
-        target: SeqMask | None = None,
+        target_mask: SeqMask | None = None,
         attention_mask: SeqMask | None = None,
         generator: torch.Generator | None = None,
     ) -> SampleOutput:
@@ -62,9 +64,8 @@ class Sampler(Protocol):
             ids: prompt and target; `mask_id` marks positions to generate.
             layout: the vocabulary layout (mask id, modality ranges).
             modality: when given, generated ids are restricted to this modality's ids.
-            target: the response region (defaults to the masked positions); position
-                penalties measure distance within it.
+            target_mask: the target region (defaults to the masked positions); position
+                penalties and blocks are counted within it.
             attention_mask: False at padding the model must ignore.
             generator: makes sampling deterministic.
         """
-        ...

@@ -11,8 +11,8 @@ temperature 0 (as upstream).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from einops import rearrange
@@ -23,19 +23,18 @@ from omni_blocks.sampling.scorers import CandidateProbs, CandidateTokens
 __all__ = ["TokenChoice", "TokenChooser"]
 
 
-@runtime_checkable
-class TokenChooser(Protocol):
+class TokenChooser(ABC):
     """The interface of a token choice: filter logits, then draw from probabilities."""
 
+    @abstractmethod
     def filter(self, logits: CandidateLogits) -> CandidateLogits:
         """Reshape the candidate logits (temperature, truncation); -inf removes a token."""
-        ...
 
+    @abstractmethod
     def draw(
         self, probs: CandidateProbs, *, generator: torch.Generator | None = None
     ) -> CandidateTokens:
         """Pick one token per candidate position from its probabilities."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -19,18 +19,29 @@ omni_blocks uses it.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-
-import torch
 
 from omni_blocks.sampling.penalties import CandidateLogits
 from omni_blocks.typing import SeqMask, TokenIds
 
-__all__ = ["ClassifierFreeGuidance"]
+__all__ = ["ClassifierFreeGuidance", "Guidance"]
+
+
+class Guidance(ABC):
+    """The interface of a guidance block: the unconditional input, and the mixing rule."""
+
+    @abstractmethod
+    def unconditional(self, ids: TokenIds, prompt: SeqMask, mask_id: int) -> TokenIds:
+        """The input of the unconditional pass (same shape as `ids`)."""
+
+    @abstractmethod
+    def combine(self, cond: CandidateLogits, uncond: CandidateLogits) -> CandidateLogits:
+        """Guided logits from the conditional and unconditional ones."""
 
 
 @dataclass(frozen=True)
-class ClassifierFreeGuidance:
+class ClassifierFreeGuidance(Guidance):
     """Guidance with the prompt masked out for the unconditional pass.
 
     Args:
@@ -52,4 +63,5 @@ class ClassifierFreeGuidance:
 
     def combine(self, cond: CandidateLogits, uncond: CandidateLogits) -> CandidateLogits:
         """Guided logits from the conditional and unconditional ones."""
-        return torch.lerp(uncond, cond, self.scale + 1.0)
+        # upstream's own expression (torch.lerp rounds differently for weights >= 0.5)
+        return uncond + (self.scale + 1.0) * (cond - uncond)

@@ -15,12 +15,15 @@ before the softmax, as in Omni-Diffusion's `sample_tokens`.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from omni_blocks.typing import SeqMask
 
 __all__ = ["CandidateLogits", "CandidatePositions", "NoPenalty", "PositionPenalty", "TailPenalty"]
 
@@ -31,10 +34,33 @@ CandidatePositions = Int[Tensor, " n"]
 """One integer per candidate position (an index, a count)."""
 
 
-@runtime_checkable
-class PositionPenalty(Protocol):
-    """The interface every position penalty implements."""
+class PositionPenalty(ABC):
+    """The interface every position penalty implements.
 
+    The sampler asks `changes_logits` first (a penalty that changes nothing costs nothing), then
+    [`positions`][omni_blocks.sampling.penalties.PositionPenalty.positions] for each candidate's
+    index and count, then [`apply`][omni_blocks.sampling.penalties.PositionPenalty.apply].
+    """
+
+    @property
+    def changes_logits(self) -> bool:
+        """Whether `apply` may change anything (False skips the penalty altogether)."""
+        return True
+
+    def positions(
+        self, masked: SeqMask, where: CandidatePositions
+    ) -> tuple[CandidatePositions, CandidatePositions]:
+        """Each candidate's index among the masked positions of its row, and that row's count.
+
+        Args:
+            masked: the positions still masked before this step.
+            where: the candidates as flat indices into `masked` (row-major).
+        """
+        index = masked.long().cumsum(-1) - 1
+        length = masked.sum(-1, keepdim=True).expand_as(index)
+        return index.flatten()[where], length.flatten()[where]
+
+    @abstractmethod
     def apply(
         self,
         logits: CandidateLogits,
@@ -50,12 +76,16 @@ class PositionPenalty(Protocol):
                 (left to right).
             length: the number of still-masked positions of each candidate's row.
         """
-        ...
 
 
 @dataclass(frozen=True)
 class NoPenalty(PositionPenalty):
     """Leave the logits unchanged (Dream, LLaDA, Fast-dLLM; Omni-Diffusion for text)."""
+
+    @property
+    def changes_logits(self) -> bool:
+        """Never."""
+        return False
 
     def apply(
         self,
@@ -98,14 +128,20 @@ class TailPenalty(PositionPenalty):
             100).
         exponent: shape of the ramp; 1 is upstream's linear ramp, larger values spare more
             of the middle and penalise only the very tail.
+        pool: `"row"` counts `j` and `N` within each row (omni_blocks); `"batch"` counts them
+            over the masked positions of the whole batch in row-major order, as
+            Omni-Diffusion's `sample_tokens` does on its flattened `mask_logits` (identical
+            for a batch of one row).
 
     Raises:
-        ValueError: `strength < 1`, `free_positions < 0` or `exponent <= 0`.
+        ValueError: `strength < 1`, `free_positions < 0`, `exponent <= 0` or an unknown
+            `pool`.
     """
 
     strength: float = 2.0
     free_positions: int = 100
     exponent: float = 1.0
+    pool: Literal["row", "batch"] = "row"
 
     def __post_init__(self) -> None:
         if not self.strength >= 1.0 or math.isinf(self.strength):
@@ -114,12 +150,34 @@ class TailPenalty(PositionPenalty):
             raise ValueError(f"free_positions must be >= 0; got {self.free_positions}")
         if not self.exponent > 0:
             raise ValueError(f"exponent must be > 0; got {self.exponent}")
+        if self.pool not in ("row", "batch"):
+            raise ValueError(f"pool must be 'row' or 'batch'; got {self.pool!r}")
+
+    @property
+    def changes_logits(self) -> bool:
+        """Unless `strength` is 1."""
+        return self.strength != 1.0
+
+    def positions(
+        self, masked: SeqMask, where: CandidatePositions
+    ) -> tuple[CandidatePositions, CandidatePositions]:
+        """Per-row ranks and counts, or (`pool="batch"`) ranks and the count over the batch."""
+        if self.pool == "row":
+            return super().positions(masked, where)
+        flat = masked.flatten().long()
+        index = flat.cumsum(0) - 1
+        return index[where], torch.full_like(where, int(flat.sum()))
 
     def factor(self, index: CandidatePositions, length: CandidatePositions) -> Float[Tensor, " n"]:
-        """The factor `f >= 1` of each candidate (1 where it is not penalised)."""
-        span = (length - self.free_positions).clamp(min=1).float()
-        ramp = ((index - self.free_positions).float() / span).clamp(min=0.0)
-        return 1.0 + ramp.pow(self.exponent) * (self.strength - 1.0)
+        """The factor `f >= 1` of each candidate (1 where it is not penalised), float32.
+
+        Computed in float64 and rounded once, as upstream builds its factors from Python
+        floats, so that the penalised logits agree with upstream's to the bit.
+        """
+        dtype = torch.float32 if index.device.type == "mps" else torch.float64
+        span = (length - self.free_positions).clamp(min=1).to(dtype)
+        ramp = ((index - self.free_positions).to(dtype) / span).clamp(min=0.0)
+        return (ramp.pow(self.exponent) * (self.strength - 1.0) + 1.0).float()
 
     def apply(
         self,

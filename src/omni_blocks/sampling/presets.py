@@ -81,7 +81,7 @@ def dream_sampler(
     rounding: Literal["floor", "stochastic"] = (
         "stochastic" if isinstance(scorer, RandomScorer) else "floor"
     )
-    planner = SchedulePlanner(None, num_steps, eps=eps, rounding=rounding)
+    planner = SchedulePlanner(num_steps=num_steps, eps=eps, rounding=rounding)
     return MaskedDiffusionSampler(
         planner=planner if block_length is None else BlockPlanner(planner, block_length),
         scorer=scorer,
@@ -122,7 +122,7 @@ def llada_sampler(
         guidance_scale: LLaDA's `cfg_scale` (prompt masked for the unconditional pass).
         progress: show a progress bar.
     """
-    planner = SchedulePlanner(None, num_steps, eps=0.0, rounding="ceil")
+    planner = SchedulePlanner(num_steps=num_steps, eps=0.0, rounding="ceil")
     return MaskedDiffusionSampler(
         planner=planner if block_length is None else BlockPlanner(planner, block_length),
         scorer=RandomScorer() if random_order else MaxProbScorer(),
@@ -200,7 +200,7 @@ def omni_diffusion_sampler(
         block_length: upstream `block_size`; None for a single block (upstream default).
         progress: show a progress bar.
     """
-    planner = SchedulePlanner(None, num_steps, eps=1e-3, rounding="floor")
+    planner = SchedulePlanner(num_steps=num_steps, eps=1e-3, rounding="floor")
     penalty: PositionPenalty = (
         NoPenalty() if position_penalty == 1.0 else TailPenalty(strength=position_penalty)
     )

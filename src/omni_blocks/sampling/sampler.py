@@ -1,11 +1,13 @@
 """`MaskedDiffusionSampler`: confidence-ordered unmasking assembled from swappable parts.
 
-One step, for every row at once (no per-row Python loop):
+Before the first step the planner makes its plan (blocks, and a step budget per block).
+Then every step, for every row at once (no per-row Python loop):
 
-1. run the denoiser on the current sequence (twice with classifier-free guidance);
-2. take the logits of the *candidates*: positions still masked in the row's current block;
-3. forbid ids the row may not write: `[MASK]` itself, ids outside the layout, and, when a
-   modality is given, every id outside that modality (`VocabLayout.logit_mask`);
+1. the plan names the *candidates*: positions still masked in each row's current block;
+2. run the denoiser on the current sequence (twice with classifier-free guidance);
+3. keep the candidates' logits over the ids the row may write (`VocabLayout.logit_mask`:
+   never `[MASK]` itself nor ids outside the layout, and, when a modality is given, only
+   that modality's ids); non-finite logits are an error;
 4. token choice, first half: temperature, top-p, top-k;
 5. position penalty (Omni-Diffusion's tail penalty);
 6. softmax; token choice, second half: pick a token per candidate (greedy or sampled);
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -29,28 +32,31 @@ from tqdm.auto import tqdm
 
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
 from omni_blocks.sampling.choice import TokenChoice, TokenChooser
-from omni_blocks.sampling.guidance import ClassifierFreeGuidance
+from omni_blocks.sampling.guidance import ClassifierFreeGuidance, Guidance
 from omni_blocks.sampling.penalties import CandidateLogits, NoPenalty, PositionPenalty
 from omni_blocks.sampling.planners import SchedulePlanner, UnmaskPlanner
 from omni_blocks.sampling.scorers import ConfidenceScorer, MaxProbScorer
 from omni_blocks.typing import SeqMask, TokenIds
 from omni_blocks.vocab import Modality, VocabLayout
 
-__all__ = ["MaskedDiffusionSampler"]
+__all__ = ["MaskedDiffusionSampler", "NonFiniteLogitsError"]
 
 StackedLogits = Float[Tensor, "rows seq vocab"]
-_Guidance = ClassifierFreeGuidance | None
-_Gathered = Float[Tensor, "n columns"]
-# candidate logits over the allowed columns (all of the vocabulary, or one modality's ids)
-# logits of one batch, or with guidance of two batches stacked (conditional first)
+"""Logits of one batch, or with guidance of two batches stacked (conditional first)."""
+
+Gathered = Float[Tensor, "n columns"]
+"""Candidate logits over the allowed columns (all of the vocabulary, or one modality's ids)."""
+
+
+class NonFiniteLogitsError(FloatingPointError):
+    """The denoiser returned NaN or infinite logits at a position being generated."""
 
 
 @dataclass(frozen=True)
 class MaskedDiffusionSampler(Sampler):
     """Fill `[MASK]` positions over several steps, most confident first.
 
-    Implements the [`Sampler`][omni_blocks.sampling.base.Sampler] protocol. Every part is a
-    block chosen by configuration; the presets in
+    Every part is a block chosen by configuration; the presets in
     [`omni_blocks.sampling.presets`][omni_blocks.sampling.presets] reproduce Dream, LLaDA,
     Fast-dLLM and Omni-Diffusion.
 
@@ -60,6 +66,17 @@ class MaskedDiffusionSampler(Sampler):
         penalty: logit adjustment by position (Omni-Diffusion's tail penalty).
         choice: temperature, top-k, top-p and the token draw.
         guidance: classifier-free guidance; None for none.
+        restrict_to_modality: with a `modality` given, write only that modality's ids (plus
+            its end token and pad). Upstream samplers do not restrict; their presets set
+            False.
+        ban_mask: never write `[MASK]`. Upstream samplers do not ban it: a position whose
+            chosen token is `[MASK]` stays masked and is predicted again at a later step (or
+            kept as `[MASK]` after the last one).
+        nonfinite: what a NaN or infinite logit at a candidate position does: `"raise"` a
+            [`NonFiniteLogitsError`][omni_blocks.sampling.sampler.NonFiniteLogitsError]
+            naming the step and rows (a model that overflows in bf16 would otherwise fill
+            the target with one token, silently), or `"ban"`: treat those ids as banned at
+            that position (an error only when nothing finite is left).
         progress: show a tqdm progress bar over the steps.
 
     Example:
@@ -78,13 +95,20 @@ class MaskedDiffusionSampler(Sampler):
     """
 
     # frozen instances, safe to share; instance defaults (not default_factory) are what
-    # LightningCLI / jsonargparse can show and override
+    # LightningCLI can show and override
     planner: UnmaskPlanner = SchedulePlanner()  # noqa: RUF009
     scorer: ConfidenceScorer = MaxProbScorer()  # noqa: RUF009
     penalty: PositionPenalty = NoPenalty()  # noqa: RUF009
     choice: TokenChooser = TokenChoice()  # noqa: RUF009
     guidance: ClassifierFreeGuidance | None = None
+    restrict_to_modality: bool = True
+    ban_mask: bool = True
+    nonfinite: Literal["raise", "ban"] = "raise"
     progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.nonfinite not in ("raise", "ban"):
+            raise ValueError(f"nonfinite must be 'raise' or 'ban'; got {self.nonfinite!r}")
 
     def __call__(
         self,
@@ -93,7 +117,7 @@ class MaskedDiffusionSampler(Sampler):
         *,
         layout: VocabLayout,
         modality: Modality | None = None,
-        target: SeqMask | None = None,
+        target_mask: SeqMask | None = None,
         attention_mask: SeqMask | None = None,
         generator: torch.Generator | None = None,
     ) -> SampleOutput:
@@ -105,10 +129,10 @@ class MaskedDiffusionSampler(Sampler):
                 have different prompt and target lengths (pad with any non-mask id and set
                 `attention_mask`).
             layout: the vocabulary layout (mask id, modality ranges).
-            modality: when given, generated ids are restricted to this modality's ids plus
-                its end token and pad.
-            target: the response region of each row (defaults to the masked positions). It
-                must contain every masked position; blocks are counted over it, and
+            modality: when given (and `restrict_to_modality`), generated ids are restricted
+                to this modality's ids plus its end token and pad.
+            target_mask: the target region of each row (defaults to the masked positions).
+                It must contain every masked position; blocks are counted over it, and
                 classifier-free guidance masks everything outside it.
             attention_mask: False at padding the model must ignore.
             generator: makes sampling deterministic; it must live on the device of `ids`.
@@ -120,13 +144,15 @@ class MaskedDiffusionSampler(Sampler):
             at which each position was unmasked (-1 where it was not masked).
 
         Raises:
-            TypeError: `ids`, `target` or `attention_mask` has the wrong dtype.
+            TypeError: `ids`, `target_mask` or `attention_mask` has the wrong dtype, or
+                `generator` is not a `torch.Generator`.
             ValueError: shapes disagree, an id lies outside the layout, a masked position
-                lies outside `target` or under padding, or the model returns logits of the
-                wrong shape.
+                lies outside `target_mask` or under padding, or the model returns logits of
+                the wrong shape.
+            NonFiniteLogitsError: NaN / inf logits at a candidate (with `nonfinite="raise"`).
         """
-        ids, target, attention_mask, mod = _check_inputs(
-            ids, layout, modality, target, attention_mask
+        ids, target_mask, attention_mask, mod = _check_inputs(
+            ids, layout, modality, target_mask, attention_mask, generator
         )
         mask_id = layout.mask_id
         x = ids.clone()
@@ -135,84 +161,69 @@ class MaskedDiffusionSampler(Sampler):
         if not bool(masked.any()):
             return SampleOutput(ids=x, nfe=0, trajectory=trajectory)
 
-        block_of = self.planner.blocks(target)
-        num_blocks = int(block_of.max()) + 1
-        budget = self._block_budgets(block_of, target, masked, num_blocks)
-        total_steps = int(budget.sum(-1).max())
-        prompt = target.logical_not() if attention_mask is None else attention_mask & ~target
-
+        plan = self.planner.plan(target_mask, masked)
+        prompt = target_mask.logical_not()
+        if attention_mask is not None:
+            prompt = prompt & attention_mask
         allowed: _Allowed | None = None
-        step = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        current = torch.full_like(step, -1)
         nfe = 0
-        with torch.no_grad(), tqdm(total=total_steps, disable=not self.progress) as bar:
-            for global_step in range(total_steps):
+        with torch.no_grad(), tqdm(total=plan.max_steps, disable=not self.progress) as bar:
+            for global_step in range(plan.max_steps):
                 masked = x == mask_id
                 if not bool(masked.any()):
                     break
-                # each row works on its first block that still has masked positions
-                block = torch.where(masked, block_of, num_blocks).amin(-1)
-                step = torch.where(block == current, step, 0)
-                current = block
-                candidates = masked & (block_of == block.unsqueeze(-1))
-
+                # 1. the candidates: positions still masked in each row's current block
+                now = plan.advance(masked)
+                candidates = now.candidates
+                # 2. the denoiser's logits (conditional and unconditional with guidance)
                 logits, evaluations = self._denoise(model, x, attention_mask, prompt, mask_id)
                 nfe += evaluations
                 if allowed is None:
-                    allowed = _Allowed(layout, mod, logits.shape[-1], x.device)
-                # flat indices of the candidates: cheaper to gather with than a bool mask
+                    restrict = mod if self.restrict_to_modality else None
+                    allowed = _Allowed(layout, restrict, logits.shape[-1], self.ban_mask)
+                # 3. the candidates' logits over the ids they may take; flat indices are
+                # cheaper to gather with than a bool mask
                 where = candidates.flatten().nonzero().squeeze(-1)
-                flat = allowed.logits(logits, where, self.guidance)
+                flat = allowed.logits(logits, where, self.guidance, self.nonfinite, global_step)
                 del logits  # free the full logits before the next forward pass
+                # 4. temperature, top-p, top-k
                 flat = self.choice.filter(flat)
-                if not isinstance(self.penalty, NoPenalty):  # positions only when needed
-                    index, length = _masked_rank(masked, where)
+                # 5. position penalty
+                if self.penalty.changes_logits:
+                    index, length = self.penalty.positions(masked, where)
                     flat = self.penalty.apply(flat, index, length)
+                # 6. probabilities and the chosen tokens
                 probs = _softmax_(flat)
                 tokens = self.choice.draw(probs, generator=generator)
+                # 7. confidence
                 scores = self.scorer.score(probs, tokens, generator=generator)
-
                 confidence = torch.full(x.shape, -math.inf, device=x.device)
                 confidence.view(-1)[where] = scores.float()
                 proposal = torch.zeros_like(x)
                 proposal.view(-1)[where] = allowed.token_ids(tokens).to(x.dtype)
-                num_steps = budget.gather(-1, block.clamp(max=num_blocks - 1).unsqueeze(-1))
+                # 8. the planner's choice; only those positions are written
                 chosen = self.planner.select(
                     confidence,
                     candidates,
-                    step=step,
-                    num_steps=num_steps.squeeze(-1).clamp(min=1),  # finished rows: 0
+                    step=now.step,
+                    num_steps=now.num_steps,
                     generator=generator,
                 )
                 chosen = chosen & candidates
                 x = torch.where(chosen, proposal, x)
                 trajectory.masked_fill_(chosen, global_step)
-                step = step + 1
                 bar.update(1)
             bar.total = bar.n  # adaptive planners finish before their upper bound
             bar.refresh()
 
-        left = int((x == mask_id).sum())
-        if left:
+        never = (x == mask_id) & (trajectory < 0)
+        if bool(never.any()):
             raise RuntimeError(
-                f"planner {self.planner!r} left {left} position(s) masked after its "
-                f"{total_steps} step(s); a planner must unmask every candidate by the end of "
-                "its block's budget"
+                f"planner {self.planner!r} left {int(never.sum())} position(s) masked after "
+                f"its {plan.max_steps} step(s); a planner must unmask every candidate by the "
+                "end of its block's budget"
             )
         return SampleOutput(ids=x, nfe=nfe, trajectory=trajectory)
-
-    def _block_budgets(
-        self, block_of: Int[Tensor, "batch seq"], target: SeqMask, masked: SeqMask, num_blocks: int
-    ) -> Int[Tensor, "batch blocks"]:
-        """Steps of each row's blocks; blocks without a masked position get none."""
-        rows = block_of.shape[0]
-        index = block_of.clamp(min=0)
-        positions = torch.zeros(rows, num_blocks, dtype=torch.long, device=block_of.device)
-        positions.scatter_add_(-1, index, target.long())
-        holes = torch.zeros_like(positions).scatter_add_(-1, index, (masked & target).long())
-        target_length = target.sum(-1, keepdim=True).expand(rows, num_blocks)
-        steps = self.planner.block_steps(positions.flatten(), target_length.flatten())
-        return torch.where(holes > 0, steps.view(rows, num_blocks), 0)
 
     def _denoise(
         self,
@@ -242,54 +253,60 @@ def _checked(logits: Tensor, ids: Tensor) -> Tensor:
     return logits
 
 
-def _masked_rank(
-    masked: SeqMask, where: Int[Tensor, " n"]
-) -> tuple[Int[Tensor, " n"], Int[Tensor, " n"]]:
-    """Each candidate's index among its row's masked positions, and that row's count."""
-    index = masked.long().cumsum(-1) - 1
-    length = masked.sum(-1, keepdim=True).expand_as(index)
-    return index.flatten()[where], length.flatten()[where]
-
-
 class _Allowed:
-    """The ids a sampler may write: never mask or ids beyond the layout; with a modality,
-    only that modality's ids (plus its end token and pad)."""
+    """The ids a sampler may write, from `VocabLayout.logit_mask`, and the gathering of the
+    candidates' logits over them."""
 
     def __init__(
-        self, layout: VocabLayout, modality: Modality | None, vocab: int, device: torch.device
+        self, layout: VocabLayout, modality: Modality | None, vocab: int, ban_mask: bool
     ) -> None:
         if vocab < layout.vocab_size:
             raise ValueError(
                 f"the model's logits have {vocab} entries but the layout needs "
                 f"{layout.vocab_size} (layout.vocab_size); resize the backbone's vocabulary"
             )
-        if modality is None:
-            allowed = torch.ones(vocab, dtype=torch.bool, device=device)
-            allowed[layout.vocab_size :] = False
-        else:
-            allowed = layout.logit_mask(modality, vocab_size=vocab, device=device)
-        allowed[layout.mask_id] = False
+        allowed = layout.logit_mask(modality, vocab_size=vocab, allow_mask=not ban_mask)
         self.banned = allowed.logical_not().nonzero().flatten()
         # a modality's ids are usually a small part of the vocabulary (Omni-Diffusion: 8,192
         # image ids of 176,000): then gather only those columns, so that every later step
         # (softmax, scores) works on them alone; otherwise fill the few banned columns
         ids = allowed.nonzero().flatten()
         self.columns: Tensor | None = ids if len(ids) <= vocab // 2 else None
+        self._device: torch.device | None = None
+
+    def _to(self, device: torch.device) -> None:
+        if self._device != device:
+            self.banned = self.banned.to(device)
+            if self.columns is not None:
+                self.columns = self.columns.to(device)
+            self._device = device
 
     def logits(
-        self, logits: StackedLogits, where: Int[Tensor, " n"], guidance: _Guidance
-    ) -> _Gathered:
+        self,
+        logits: StackedLogits,
+        where: Int[Tensor, " n"],
+        guidance: Guidance | None,
+        nonfinite: str,
+        step: int,
+    ) -> Gathered:
         """Float32 logits of the candidates (flat indices `where`), allowed columns only when
         the allowed ids are few, -inf on banned ids otherwise; guided when asked."""
+        self._to(logits.device)
         halves = logits.chunk(2) if guidance is not None else (logits,)
         flat = [self._gather(rearrange(half, "b s v -> (b s) v"), where) for half in halves]
+        for part in flat:
+            _check_finite(part, where, halves[0].shape[1], nonfinite, step)
         # guidance mixes finite logits; banned ids are filled afterwards (-inf - -inf is NaN)
         gathered = flat[0] if guidance is None else guidance.combine(flat[0], flat[1])
         if self.columns is None:
             gathered.index_fill_(-1, self.banned, -math.inf)
+        if nonfinite == "ban" and not bool(torch.isfinite(gathered).any(-1).all()):
+            raise NonFiniteLogitsError(
+                f"step {step}: no finite logit is left at some candidate position"
+            )
         return gathered
 
-    def _gather(self, logits: Float[Tensor, "rows vocab"], where: Int[Tensor, " n"]) -> _Gathered:
+    def _gather(self, logits: Float[Tensor, "rows vocab"], where: Int[Tensor, " n"]) -> Gathered:
         # both gathers copy, so in-place changes later do not touch the model's output
         if self.columns is not None:
             return logits[where.unsqueeze(-1), self.columns].float()
@@ -300,24 +317,61 @@ class _Allowed:
         return tokens if self.columns is None else self.columns[tokens]
 
 
+def _check_finite(
+    gathered: Gathered, where: Int[Tensor, " n"], seq: int, nonfinite: str, step: int
+) -> None:
+    """NaN or +inf logits, or a position whose every logit is -inf, are an error (with
+    `"ban"`: NaN and +inf become -inf, a banned id). -inf alone is a legitimate logit (a
+    probability of zero)."""
+    top = gathered.amax(-1)  # NaN and +inf propagate to the row's maximum
+    if bool(torch.isfinite(top).all()):
+        return
+    if nonfinite == "ban":
+        gathered.masked_fill_(gathered.isnan() | gathered.isposinf(), -math.inf)
+        return
+    bad = ~torch.isfinite(top)
+    rows = sorted(set((where[bad] // seq).tolist()))
+    kinds = []
+    if bool(gathered.isnan().any()):
+        kinds.append("NaN")
+    if bool(gathered.isposinf().any()):
+        kinds.append("+inf")
+    if bool(top.isneginf().any()):
+        kinds.append("only -inf")
+    raise NonFiniteLogitsError(
+        f"step {step}: the model returned {' and '.join(kinds)} logits at {int(bad.sum())} "
+        f"position(s) being generated, in row(s) {rows}. The model overflowed (bf16?) or its "
+        "weights hold NaN; run it in float32, or pass nonfinite='ban' to treat those ids as "
+        "banned"
+    )
+
+
 def _check_inputs(
     ids: Tensor,
     layout: VocabLayout,
     modality: Modality | str | None,
-    target: Tensor | None,
+    target_mask: Tensor | None,
     attention_mask: Tensor | None,
+    generator: object,
 ) -> tuple[TokenIds, SeqMask, SeqMask | None, Modality | None]:
     if not isinstance(ids, Tensor) or ids.ndim != 2:
         raise ValueError(f"ids must be a 2-d tensor (batch, seq); got {_describe(ids)}")
-    if ids.dtype.is_floating_point or ids.dtype in (torch.bool, torch.complex64):
+    if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise TypeError(f"ids must be an integer tensor; got dtype {ids.dtype}")
+    if ids.device.type == "meta":
+        raise ValueError("ids are on the meta device (they hold no values); move them to cpu/cuda")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+            "(seed one with torch.Generator(device).manual_seed(seed))"
+        )
     if ids.numel() and (bool((ids < 0).any()) or bool((ids >= layout.vocab_size).any())):
         bad = ids[(ids < 0) | (ids >= layout.vocab_size)][0]
         raise ValueError(
             f"id {int(bad)} lies outside the layout's vocabulary [0, {layout.vocab_size})"
         )
     masked = ids == layout.mask_id
-    for name, value in (("target", target), ("attention_mask", attention_mask)):
+    for name, value in (("target_mask", target_mask), ("attention_mask", attention_mask)):
         if value is None:
             continue
         if not isinstance(value, Tensor) or value.shape != ids.shape:
@@ -326,12 +380,12 @@ def _check_inputs(
             )
         if value.dtype != torch.bool:
             raise TypeError(f"{name} must be a bool tensor; got dtype {value.dtype}")
-    if target is None:
-        target = masked
-    elif bool((masked & ~target).any()):
+    if target_mask is None:
+        target_mask = masked
+    elif bool((masked & ~target_mask).any()):
         raise ValueError(
-            f"{int((masked & ~target).sum())} masked position(s) lie outside `target`; the "
-            "target region must contain every position to generate"
+            f"{int((masked & ~target_mask).sum())} masked position(s) lie outside "
+            "`target_mask`; the target region must contain every position to generate"
         )
     if attention_mask is not None and bool((masked & ~attention_mask).any()):
         raise ValueError("masked positions lie under padding (attention_mask False)")
@@ -344,7 +398,7 @@ def _check_inputs(
             raise ValueError(f"unknown modality {modality!r}; valid: {valid}") from None
         if layout.size(mod) == 0:
             raise ValueError(f"the layout has no {mod.value} ids to generate")
-    return ids, target, attention_mask, mod
+    return ids, target_mask, attention_mask, mod
 
 
 def _describe(value: object) -> str:

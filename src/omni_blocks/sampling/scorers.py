@@ -20,8 +20,9 @@ and its reported setting); at temperature > 0 LLaDA scores the sampled token und
 
 from __future__ import annotations
 
+import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float, Int
@@ -48,10 +49,10 @@ CandidateScores = Float[Tensor, " n"]
 """One confidence per candidate position; higher is unmasked earlier."""
 
 
-@runtime_checkable
-class ConfidenceScorer(Protocol):
+class ConfidenceScorer(ABC):
     """The interface every confidence scorer implements."""
 
+    @abstractmethod
     def score(
         self,
         probs: CandidateProbs,
@@ -66,7 +67,6 @@ class ConfidenceScorer(Protocol):
             tokens: the token chosen at each candidate position.
             generator: random source for scorers that need one.
         """
-        ...
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,22 @@ class EntropyScorer(ConfidenceScorer):
     script uses `entropy` for ASR, TTS and VQA, and `entropy-penalty`, entropy plus a
     repetition penalty omni_blocks does not implement, for image and speech generation).
     Unlike the two scorers above it looks at the whole distribution, not just its top.
+
+    Args:
+        epsilon: 0 computes `p log p` with `0 log 0 = 0`; a positive value computes
+            `p log(p + epsilon)` instead, which is what Dream's and Omni-Diffusion's
+            `sample_tokens` write (`epsilon = 1e-10`): the two differ in the last bits, which
+            is enough to swap two nearly tied positions, so the upstream-exact presets use it.
+
+    Raises:
+        ValueError: a negative or non-finite `epsilon`.
     """
+
+    epsilon: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.epsilon >= 0 and math.isfinite(self.epsilon)):
+            raise ValueError(f"epsilon must be a finite number >= 0; got {self.epsilon}")
 
     def score(
         self,
@@ -123,6 +138,8 @@ class EntropyScorer(ConfidenceScorer):
         *,
         generator: torch.Generator | None = None,
     ) -> CandidateScores:
+        if self.epsilon > 0:
+            return (probs * torch.log(probs + self.epsilon)).sum(-1)
         # p log p with 0 log 0 = 0: the clamp keeps the log finite, the factor p zeroes it
         # (several times faster on CPU than torch.special.entr)
         tiny = torch.finfo(probs.dtype).tiny

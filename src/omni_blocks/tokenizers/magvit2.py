@@ -50,6 +50,7 @@ from einops import rearrange
 from jaxtyping import Float, Int, Shaped
 from torch import Tensor, nn
 
+from omni_blocks.checkpointing import resolve_checkpoint
 from omni_blocks.tokenizers._images import check_codes, check_images
 from omni_blocks.vocab import Modality
 
@@ -621,20 +622,10 @@ class MagvitV2(nn.Module):
                 config fields; weights that do not fit the architecture (missing,
                 unexpected or mis-shaped tensors, or an LFQ bit order unlike upstream's).
         """
-        weights_file, config_file = _resolve_checkpoint(source, revision, allow_pickle)
-        settings: dict[str, Any] = {}
-        if config_file is not None:
-            stored = json.loads(Path(config_file).read_text())
-            settings = {k: v for k, v in stored.items() if not k.startswith("_")}
+        settings, state = _read_checkpoint(source, revision, allow_pickle)
         settings.update(config)
-        unknown = sorted(set(settings) - set(_constructor_fields()))
-        if unknown:
-            raise ValueError(
-                f"unknown MagvitV2 config field(s) {unknown} (from {config_file} or keyword "
-                f"arguments); known fields: {_constructor_fields()}"
-            )
+        _check_fields(settings)
         model = cls(**settings)
-        state = _read_state_dict(weights_file)
         model.load_upstream_state_dict(state)
         model.eval()
         return model.to(device=device, dtype=dtype)
@@ -708,19 +699,13 @@ class PretrainedMagvitV2(MagvitV2):
         device: str = "cpu",
         dtype: str | None = None,
     ) -> None:
-        weights_file, config_file = _resolve_checkpoint(pretrained, revision, allow_pickle)
-        settings: dict[str, Any] = {}
-        if config_file is not None:
-            stored = json.loads(Path(config_file).read_text())
-            settings = {k: v for k, v in stored.items() if not k.startswith("_")}
+        settings, state = _read_checkpoint(pretrained, revision, allow_pickle)
         if image_size is not None:
             settings["image_size"] = image_size
-        unknown = sorted(set(settings) - set(_constructor_fields()))
-        if unknown:
-            raise ValueError(f"unknown MagvitV2 config field(s) {unknown} in {config_file}")
+        _check_fields(settings)
         super().__init__(**settings)
         self.pretrained = str(pretrained)
-        self.load_upstream_state_dict(_read_state_dict(weights_file))
+        self.load_upstream_state_dict(state)
         self.eval()
         torch_dtype = None if dtype is None else getattr(torch, str(dtype), None)
         if dtype is not None and not isinstance(torch_dtype, torch.dtype):
@@ -734,57 +719,53 @@ def _constructor_fields() -> list[str]:
     return [p for p in inspect.signature(MagvitV2.__init__).parameters if p != "self"]
 
 
-def _resolve_checkpoint(
+def _check_fields(settings: dict[str, Any]) -> None:
+    unknown = sorted(set(settings) - set(_constructor_fields()))
+    if unknown:
+        raise ValueError(
+            f"unknown MagvitV2 config field(s) {unknown} (from config.json or keyword "
+            f"arguments); known fields: {_constructor_fields()}"
+        )
+
+
+def _read_checkpoint(
     source: str | Path, revision: str | None, allow_pickle: bool
-) -> tuple[Path, Path | None]:
-    """Find (weights file, config file or None) in a local file/folder or a hub repo."""
-    path = Path(source)
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The architecture settings (from `config.json`, keys starting with `_` dropped) and the
+    state dict of a weights file, a folder or a hub repository."""
+    path = resolve_checkpoint(source, revision=revision, allow_pickle=allow_pickle, allow_file=True)
+    weights, config = _find_files(path, allow_pickle)
+    settings: dict[str, Any] = {}
+    if config is not None:
+        stored = json.loads(config.read_text())
+        settings = {k: v for k, v in stored.items() if not k.startswith("_")}
+    return settings, _read_state_dict(weights)
+
+
+def _find_files(path: Path, allow_pickle: bool) -> tuple[Path, Path | None]:
+    """(weights file, config file or None) of a weights file or a checkpoint folder."""
     if path.is_file():
         if path.suffix != ".safetensors" and not allow_pickle:
             raise ValueError(
                 f"{path} is not a safetensors file; pickled weights load only with "
                 "allow_pickle=True"
             )
-        config = path.parent / CONFIG_NAME
-        return path, config if config.is_file() else None
-    if path.is_dir():
-
-        def fetch(name: str) -> Path | None:
-            candidate = path / name
-            return candidate if candidate.is_file() else None
-
-        where = str(path)
-    else:
-        if str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
-            raise FileNotFoundError(f"{source} is neither a file, a folder nor a hub repo id")
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-        def fetch(name: str) -> Path | None:
-            try:
-                return Path(hf_hub_download(str(source), name, revision=revision))
-            except (EntryNotFoundError, LocalEntryNotFoundError):
-                return None
-
-        where = f"hub repo {source}"
+        beside = path.parent / CONFIG_NAME
+        return path, beside if beside.is_file() else None
+    config = path / CONFIG_NAME if (path / CONFIG_NAME).is_file() else None
     for name in SAFETENSORS_NAMES:
-        found = fetch(name)
-        if found is not None:
-            return found, fetch(CONFIG_NAME)
+        if (path / name).is_file():
+            return path / name, config
     for name in PICKLE_NAMES:
-        found = fetch(name)
-        if found is not None:
+        if (path / name).is_file():
             if not allow_pickle:
                 raise ValueError(
-                    f"{where} has only pickled weights ({name}); pass allow_pickle=True to read "
+                    f"{path} has only pickled weights ({name}); pass allow_pickle=True to read "
                     "them with torch.load(weights_only=True)"
                 )
-            return found, fetch(CONFIG_NAME)
+            return path / name, config
     tried = [*SAFETENSORS_NAMES, *(PICKLE_NAMES if allow_pickle else ())]
-    hint = ""
-    if not path.is_dir():
-        hint = " (offline? downloads need network access and HF_HUB_OFFLINE unset)"
-    raise FileNotFoundError(f"no MAGVIT-v2 weights in {where}; tried {tried}{hint}")
+    raise FileNotFoundError(f"no MAGVIT-v2 weights in {path}; tried {tried}")
 
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from omni_blocks.tokenizers._images import check_codes, check_images
+from omni_blocks.tokenizers.kmeans import kmeans_plus_plus
 from omni_blocks.vocab import Modality
 
 __all__ = ["PatchVQFitReport", "PatchVQTokenizer"]
@@ -220,7 +221,7 @@ class PatchVQTokenizer(nn.Module):
                 "use a smaller codebook or more images"
             )
         gen = torch.Generator().manual_seed(seed)
-        centers = _kmeans_plus_plus(points, weights, k, gen)
+        centers = kmeans_plus_plus(points, k, gen, weights)
         assign = torch.full((len(points),), -1, dtype=torch.long)
         history: list[float] = []
         converged = False
@@ -375,22 +376,6 @@ def _sq_distances(
         - 2 * points @ centers.T
         + (centers**2).sum(dim=1)[None, :]
     )
-
-
-def _kmeans_plus_plus(
-    points: Float[Tensor, "n dim"], weights: Float[Tensor, " n"], k: int, gen: torch.Generator
-) -> Float[Tensor, "k dim"]:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007) with point weights."""
-    first = int(torch.multinomial(weights, 1, generator=gen))
-    centers = [points[first]]
-    closest = ((points - points[first]) ** 2).sum(dim=1).double()
-    for _ in range(k - 1):
-        score = weights * closest
-        # distinct points only: a chosen point has distance 0 and is never drawn again
-        idx = int(torch.multinomial(score, 1, generator=gen))
-        centers.append(points[idx])
-        closest = torch.minimum(closest, ((points - points[idx]) ** 2).sum(dim=1).double())
-    return torch.stack(centers)
 
 
 def _reseed(

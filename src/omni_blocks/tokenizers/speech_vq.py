@@ -35,6 +35,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from omni_blocks.tokenizers.audio import LogMelSpectrogram, check_waveforms
+from omni_blocks.tokenizers.kmeans import kmeans_plus_plus
 from omni_blocks.vocab import Modality
 
 __all__ = ["MelVQSpeechTokenizer"]
@@ -296,7 +297,13 @@ class MelVQSpeechTokenizer:
                 f"codebook_size={k}; give more audio or a smaller codebook"
             )
         generator = torch.Generator().manual_seed(self.seed)
-        centroids = _kmeans_plus_plus(data, k, generator)
+        try:
+            centroids = kmeans_plus_plus(data, k, generator)
+        except ValueError as err:
+            raise ValueError(
+                f"{err}: the training audio has too few distinct patches for "
+                f"codebook_size={k}; give more (varied) audio or a smaller codebook"
+            ) from err
         history: list[float] = []
         sq_norms = data.square().sum(dim=1)
         assign = torch.full((data.shape[0],), -1, dtype=torch.long)
@@ -401,22 +408,3 @@ _NOT_FITTED = (
     "this MelVQSpeechTokenizer has no codebook yet; call fit(waveforms) or "
     "MelVQSpeechTokenizer.load(path) first"
 )
-
-
-def _kmeans_plus_plus(data: Tensor, k: int, generator: torch.Generator) -> Tensor:
-    """k-means++ seeding: each next centre drawn with probability proportional to D(x)^2."""
-    n = data.shape[0]
-    first = int(torch.randint(n, (1,), generator=generator))
-    centres = [data[first]]
-    closest = (data - data[first]).square().sum(dim=1)
-    for i in range(1, k):
-        total = float(closest.sum())
-        if total <= 0:
-            raise ValueError(
-                f"the training audio has only {i} distinct patches, fewer than codebook_size={k}; "
-                "give more (varied) audio or a smaller codebook"
-            )
-        idx = int(torch.multinomial(closest / total, 1, generator=generator))
-        centres.append(data[idx])
-        closest = torch.minimum(closest, (data - data[idx]).square().sum(dim=1))
-    return torch.stack(centres)

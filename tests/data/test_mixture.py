@@ -14,7 +14,7 @@ from torch import nn
 from omni_blocks import Modality, VocabLayout
 from omni_blocks.data import (
     DataError,
-    MixtureSampler,
+    MixtureOrder,
     OmniDataModule,
     SequenceCollator,
     TaskMixture,
@@ -34,8 +34,8 @@ def sequences(task: str, n: int, start: int) -> list[TaskSequence]:
         length = 3 + (start + i) % 5
         ids = torch.full((length,), 7)
         ids[0] = start + i
-        maskable = torch.arange(length) >= 2
-        out.append(TaskSequence(ids, maskable, task, Modality.TEXT))
+        target_mask = torch.arange(length) >= 2
+        out.append(TaskSequence(ids, target_mask, task, Modality.TEXT))
     return out
 
 
@@ -85,12 +85,12 @@ def test_mixture_rejects_bad_config() -> None:
 def test_sampler_shards_and_resumes() -> None:
     mix = mixture(seed=0)
     order = mix.order(2).tolist()
-    ranks = [list(MixtureSampler(mix, rank=r, world_size=3, start_epoch=2)) for r in range(3)]
+    ranks = [list(MixtureOrder(mix, rank=r, world_size=3, start_epoch=2)) for r in range(3)]
     assert all(len(r) == 14 for r in ranks)
     assert sorted(i for r in ranks for i in r) == sorted(
         order[:42]
     )  # disjoint, the odd one dropped
-    resumed = MixtureSampler(mix, rank=1, world_size=3, start=12, start_epoch=2)
+    resumed = MixtureOrder(mix, rank=1, world_size=3, start=12, start_epoch=2)
     assert list(resumed) == ranks[1][4:]
     resumed.set_epoch(0)  # ignored: the skip applies to the first iteration only
     assert len(list(resumed)) == 14
@@ -130,9 +130,9 @@ class Recorder(pl.LightningModule):
         self.seen: list[list[int]] = []
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        assert batch["input_ids"].shape == batch["maskable"].shape
+        assert batch["input_ids"].shape == batch["target_mask"].shape
         self.seen.append(batch["input_ids"][:, 0].tolist())
-        out: torch.Tensor = self.embed(batch["input_ids"])[batch["maskable"]].pow(2).mean()
+        out: torch.Tensor = self.embed(batch["input_ids"])[batch["target_mask"]].pow(2).mean()
         return out
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

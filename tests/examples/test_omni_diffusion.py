@@ -23,7 +23,7 @@ from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.sampling import MaskedDiffusionSampler, omni_diffusion_sampler
 from omni_blocks.vocab import VocabLayout
 
-RECIPE = Path(__file__).resolve().parent.parent / "examples" / "omni_diffusion"
+RECIPE = Path(__file__).resolve().parents[2] / "examples" / "omni_diffusion"
 CONFIGS = RECIPE / "configs"
 STAGES = ("stage1", "stage2", "stage3")
 TASKS = {

@@ -20,7 +20,7 @@ from omni_blocks.backbones import (
     TransformerConfig,
     grow_rows,
 )
-from omni_blocks.backbones.checkpoint import SAFE_INDEX, parse_size
+from omni_blocks.checkpointing import SAFE_INDEX, parse_size
 
 VOCAB, HIDDEN, INTER, LAYERS, HEADS, KV_HEADS = 96, 32, 48, 2, 4, 2
 HEAD_DIM = HIDDEN // HEADS

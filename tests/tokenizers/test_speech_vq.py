@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from mini_omni.speech_synth import TEST_VOICES, TRAIN_VOICES, espeak_available, spoken_words
 
-from omni_blocks.data.speech_synth import TEST_VOICES, TRAIN_VOICES, espeak_available, spoken_words
 from omni_blocks.tokenizers.base import ModalityTokenizer, SpeechTokenizer
 from omni_blocks.tokenizers.glm4voice import SpeechDecoder
 from omni_blocks.tokenizers.speech_vq import MelVQSpeechTokenizer

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 from mini_omni.autoregressive import greedy_decode, next_token_loss  # noqa: E402
+from mini_omni.speech_synth import espeak_available  # noqa: E402
 
 from omni_blocks.backbones import NativeTransformer  # noqa: E402
-from omni_blocks.data.speech_synth import espeak_available  # noqa: E402
 from omni_blocks.vocab import Modality, VocabLayout  # noqa: E402
 
 LAYOUT = VocabLayout(
@@ -103,11 +103,11 @@ def test_greedy_decode_needs_a_causal_backbone() -> None:
 def test_next_token_loss_covers_only_the_target() -> None:
     logits = torch.randn(1, 4, LAYOUT.vocab_size)
     ids = torch.tensor([[1, 5, 7, 0]])
-    maskable = torch.tensor([[False, False, True, True]])
+    target_mask = torch.tensor([[False, False, True, True]])
     changed = logits.clone()
     changed[0, :2] += 5.0  # prompt positions do not count
     assert torch.equal(
-        next_token_loss(logits, ids, maskable), next_token_loss(changed, ids, maskable)
+        next_token_loss(logits, ids, target_mask), next_token_loss(changed, ids, target_mask)
     )
 
 

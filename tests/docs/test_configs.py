@@ -24,7 +24,7 @@ from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.tokenizers import TextTokenizer
 from omni_blocks.vocab import VocabLayout
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 YAML_FENCE = re.compile(r"^```yaml([^\n]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 NEEDS_MORE = ("my_lab.", "my_package.", "Dream-org/", "showlab/", "THUDM/")
 """Snippets naming these need the network or the reader's own code."""

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 FENCE = re.compile(r"^```python[^\n]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 FILE_FENCE = re.compile(
     r'^```(?!python)\w*[^\n]*?\btitle="([^"]+)"[^\n]*\n(.*?)^```', re.DOTALL | re.MULTILINE

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from omni_blocks.data.speech_synth import (
+from mini_omni.speech_synth import (
     DIGIT_WORDS,
     TEST_VOICES,
     TRAIN_VOICES,

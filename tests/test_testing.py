@@ -18,8 +18,8 @@ from omni_blocks.sampling import (
     ThresholdPlanner,
     TokenChoice,
 )
-from omni_blocks.sampling.toy import MixtureDenoiser
 from omni_blocks.sampling.trajectory import render_trajectory
+from omni_blocks.testing import MixtureDenoiser
 
 LAYOUT = VocabLayout(text_size=6, speech_size=0, image_size=0)
 MASK = LAYOUT.mask_id

@@ -114,7 +114,7 @@ def test_build_target_region_and_round_trip(template: Any, layout: VocabLayout) 
     assert seq.task == template.name and seq.target_modality is template.target_modality
     start = seq.target_start
     assert 0 < start < len(seq) and seq.is_target_suffix()
-    assert not seq.maskable[:start].any()  # the prompt is never maskable
+    assert not seq.target_mask[:start].any()  # the prompt is never target_mask
     assert seq.ids[0] == layout.bos_id
     assert seq.ids[-1] == layout.end_id(template.target_modality)
     assert not (seq.ids == layout.mask_id).any()
@@ -135,7 +135,7 @@ def test_prompt_masks_exactly_the_target_region(template: Any, layout: VocabLayo
     full = template.build(ex)
     n = len(full.target_ids)
     prompt = template.prompt(ex, n)
-    assert torch.equal(prompt.maskable, full.maskable)
+    assert torch.equal(prompt.target_mask, full.target_mask)
     assert torch.equal(prompt.prompt_ids, full.prompt_ids)
     is_mask = prompt.ids == layout.mask_id
     assert not is_mask[: prompt.target_start].any()  # nothing to write in the prompt
@@ -144,10 +144,10 @@ def test_prompt_masks_exactly_the_target_region(template: Any, layout: VocabLayo
         known = torch.zeros(IMAGE_TOKENS, dtype=torch.bool)
         if template.name == "inpainting":
             known = ex["known_mask"]
-        assert torch.equal(is_mask[prompt.maskable], torch.cat([~known, torch.tensor([False])]))
+        assert torch.equal(is_mask[prompt.target_mask], torch.cat([~known, torch.tensor([False])]))
         assert prompt.ids[-1] == layout.end_id(Modality.IMAGE)
     else:
-        assert torch.equal(is_mask, prompt.maskable)
+        assert torch.equal(is_mask, prompt.target_mask)
     # a sampler writes the mask positions: writing the true target there gives `build`
     written = torch.where(is_mask, full.ids, prompt.ids)
     assert torch.equal(written, full.ids)
@@ -168,7 +168,7 @@ def test_prompt_ignores_target_fields_and_takes_any_length(template: Any) -> Non
         del ex[target_key[template.name]]
     length = IMAGE_TOKENS + 7
     seq = template.prompt(ex, length)
-    assert len(seq.target_ids) == length and int(seq.maskable.sum()) == length
+    assert len(seq.target_ids) == length and int(seq.target_mask.sum()) == length
     if template.target_modality is Modality.IMAGE:
         assert len(template.prompt(ex).target_ids) == IMAGE_TOKENS + 1  # the default
     else:
@@ -380,16 +380,16 @@ def test_collate_pads_target_tails(tok: TextTokenizer, layout: VocabLayout) -> N
     items = seqs(tok, layout)
     batch = collate_sequences(items, layout)
     width = max(len(s) for s in items)
-    assert batch["input_ids"].shape == batch["maskable"].shape == (3, width)
-    assert batch["input_ids"].dtype == torch.long and batch["maskable"].dtype == torch.bool
+    assert batch["input_ids"].shape == batch["target_mask"].shape == (3, width)
+    assert batch["input_ids"].dtype == torch.long and batch["target_mask"].dtype == torch.bool
     assert batch["attention_mask"].all()
     assert batch["task"] == ["asr", "t2i", "caption"]
     for row, seq in enumerate(items):
         n = len(seq)
         assert torch.equal(batch["input_ids"][row, :n], seq.ids)
-        assert torch.equal(batch["maskable"][row, :n], seq.maskable)
+        assert torch.equal(batch["target_mask"][row, :n], seq.target_mask)
         assert (batch["input_ids"][row, n:] == layout.pad_id).all()
-        assert batch["maskable"][row, n:].all()  # tail pads are targets
+        assert batch["target_mask"][row, n:].all()  # tail pads are targets
 
 
 def test_collate_extra_tail_pads_and_multiple(tok: TextTokenizer, layout: VocabLayout) -> None:
@@ -406,7 +406,7 @@ def test_collate_extra_tail_pads_and_multiple(tok: TextTokenizer, layout: VocabL
             items, layout, extra_tail_pad=(1, 16), pad_targets=False, generator=gen
         )
         for row, seq in enumerate(items):
-            extra = int(batch["maskable"][row].sum()) - int(seq.maskable.sum())
+            extra = int(batch["target_mask"][row].sum()) - int(seq.target_mask.sum())
             assert int(batch["attention_mask"][row].sum()) == len(seq) + extra
             assert (batch["input_ids"][row, len(seq) :] == layout.pad_id).all()
             counts.append(extra)
@@ -418,7 +418,7 @@ def test_collate_extra_tail_pads_and_multiple(tok: TextTokenizer, layout: VocabL
         pad_targets=False,
         generator=torch.Generator().manual_seed(39),
     )
-    assert torch.equal(again["maskable"], batch["maskable"])  # seeded: reproducible
+    assert torch.equal(again["target_mask"], batch["target_mask"])  # seeded: reproducible
 
 
 def test_collate_max_length_and_errors(tok: TextTokenizer, layout: VocabLayout) -> None:

@@ -6,7 +6,7 @@ speeds, which is enough to train and test the small speech tokenizer and the spe
 (ASR, TTS, spoken prompts) of the miniature recipe.
 
 ```python
-from omni_blocks.data.speech_synth import espeak_available, synthesize_speech
+from mini_omni.speech_synth import espeak_available, synthesize_speech
 
 if espeak_available():
     wave = synthesize_speech("seven", voice="en+f2", speed=150)   # float32, 16 kHz, mono

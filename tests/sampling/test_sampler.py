@@ -22,6 +22,7 @@ from omni_blocks.sampling import (
     SchedulePlanner,
     ThresholdPlanner,
     TokenChoice,
+    UnmaskPlanner,
     dream_sampler,
     fast_dllm_sampler,
     llada_sampler,
@@ -256,7 +257,7 @@ def test_known_tokens_inside_the_target_are_kept() -> None:
     ids[0, [3, 5, 6, 9]] = MASK
     model = RandomModel()
     out = MaskedDiffusionSampler(planner=BlockPlanner(SchedulePlanner(num_steps=4), 4))(
-        model, ids, layout=LAYOUT, modality=Modality.IMAGE, target=target
+        model, ids, layout=LAYOUT, modality=Modality.IMAGE, target_mask=target
     )
     known = ids != MASK
     assert torch.equal(out.ids[known], ids[known])
@@ -439,11 +440,13 @@ def test_presets_carry_the_published_settings() -> None:
     dream = dream_sampler()
     assert isinstance(dream.scorer, EntropyScorer)
     assert dream.choice == TokenChoice(temperature=0.2, top_p=0.95)
-    assert dream.planner == SchedulePlanner(None, 512, eps=1e-3, rounding="floor")
+    assert dream.planner == SchedulePlanner(num_steps=512, eps=1e-3, rounding="floor")
     origin = dream_sampler(scorer=RandomScorer())
     assert isinstance(origin.planner, SchedulePlanner) and origin.planner.rounding == "stochastic"
     llada = llada_sampler(guidance_scale=0.5)
-    assert llada.planner == BlockPlanner(SchedulePlanner(None, 128, 0.0, "ceil"), 32)
+    assert llada.planner == BlockPlanner(
+        SchedulePlanner(num_steps=128, eps=0.0, rounding="ceil"), 32
+    )
     assert isinstance(llada.scorer, MaxProbScorer) and llada.guidance == ClassifierFreeGuidance(0.5)
     fast = fast_dllm_sampler()
     assert fast.planner == BlockPlanner(ThresholdPlanner(0.9), 32)
@@ -473,11 +476,11 @@ def test_bad_ids_are_rejected() -> None:
 def test_bad_masks_are_rejected() -> None:
     ids = torch.tensor([[1, MASK, MASK]])
     with pytest.raises((TypeError, ValueError), match=r"shape|seq"):
-        run(ids, target=torch.ones(1, 2, dtype=torch.bool))
+        run(ids, target_mask=torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises((TypeError, ValueError), match=r"bool|Bool"):
         run(ids, attention_mask=torch.ones(1, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="outside `target`"):
-        run(ids, target=torch.tensor([[False, False, True]]))
+    with pytest.raises(ValueError, match="outside `target_mask`"):
+        run(ids, target_mask=torch.tensor([[False, False, True]]))
     with pytest.raises(ValueError, match="padding"):
         run(ids, attention_mask=torch.tensor([[True, True, False]]))
 
@@ -505,10 +508,7 @@ def test_bad_model_output_is_rejected() -> None:
 
 
 def test_a_planner_that_stalls_is_reported() -> None:
-    class Lazy:
-        def blocks(self, target: Tensor) -> Tensor:
-            return torch.where(target, 0, -1)
-
+    class Lazy(UnmaskPlanner):
         def block_steps(self, block_length: Tensor, target_length: Tensor) -> Tensor:
             return block_length.clamp(min=1)
 
@@ -516,6 +516,6 @@ def test_a_planner_that_stalls_is_reported() -> None:
             return torch.zeros_like(candidates)
 
     with pytest.raises(RuntimeError, match="left 2 position"):
-        MaskedDiffusionSampler(planner=Lazy())(  # type: ignore[arg-type]
+        MaskedDiffusionSampler(planner=Lazy())(
             RandomModel(), torch.tensor([[1, MASK, MASK]]), layout=LAYOUT
         )

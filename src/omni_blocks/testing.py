@@ -1,4 +1,7 @@
-"""`MixtureDenoiser`: the exact denoiser of a small data set, to study samplers without training.
+"""Helpers for testing and studying blocks without training a model.
+
+`MixtureDenoiser` is the exact denoiser of a small data set, to study samplers without
+training.
 
 If the data is a uniform mixture of `K` known sequences, the best possible denoiser has a
 closed form: given the visible (unmasked) tokens, the posterior over the data is uniform on
@@ -43,7 +46,7 @@ class MixtureDenoiser:
     Example:
         ```python
         import torch
-        from omni_blocks.sampling.toy import MixtureDenoiser
+        from omni_blocks.testing import MixtureDenoiser
 
         data = torch.tensor([[1, 2, 3], [1, 4, 5]])
         model = MixtureDenoiser(data, mask_id=9, vocab_size=10)

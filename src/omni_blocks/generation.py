@@ -1,0 +1,139 @@
+"""Generation for a task: prompts in, parsed outputs out, with what the sampler did.
+
+[`generate`][omni_blocks.generation.generate] builds each example's prompt with the task's
+template, batches the prompts, lets a sampler fill the target regions restricted to the
+task's output modality, and parses each row's target region (text for text tasks, local
+codes otherwise). It returns the outputs together with the sampler's own record: the
+number of forward passes (NFE) and the order in which every position was unmasked.
+`OmniDiffusionModule.generate` is this function on the module's own backbone and sampler.
+
+```text
+example -> template.prompt -> collate -> sampler (plan; score, penalise, choose) -> parse
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from omni_blocks.data.collate import collate_sequences
+from omni_blocks.data.templates import TaskTemplate
+from omni_blocks.sampling.base import SampleOutput, Sampler
+from omni_blocks.vocab import VocabLayout
+
+__all__ = ["Generation", "generate"]
+
+
+@dataclass
+class Generation:
+    """What [`generate`][omni_blocks.generation.generate] returns.
+
+    Attributes:
+        outputs: one parsed output per example, in order (a string, or local codes).
+        nfe: the forward passes spent on each example (its batch's NFE).
+        trajectories: each example's unmasking steps over its target region (-1 where a
+            position was given, not generated).
+        samples: the sampler's raw output of every batch.
+        seconds: wall-clock time of the whole call.
+    """
+
+    outputs: list[Any]
+    nfe: list[int] = field(default_factory=list)
+    trajectories: list[Int[Tensor, " target"]] = field(default_factory=list)
+    samples: list[SampleOutput] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def mean_nfe(self) -> float:
+        """Forward passes per example, averaged."""
+        return sum(self.nfe) / len(self.nfe) if self.nfe else 0.0
+
+
+@torch.no_grad()
+def generate(
+    backbone: nn.Module,
+    layout: VocabLayout,
+    sampler: Sampler,
+    template: TaskTemplate,
+    examples: Sequence[Mapping[str, Any]],
+    target_length: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> Generation:
+    """Generate the task's output for every example.
+
+    Rows of a batch are aligned with padding that is neither attended nor generated, so an
+    example's output does not depend on the other examples of its batch (up to the
+    sampler's random draws). The backbone is put in eval mode for the call and restored.
+
+    Args:
+        backbone: the denoiser (any module called as `backbone(ids, attention_mask)`).
+        layout: the vocabulary layout of the backbone.
+        sampler: fills the masked positions.
+        template: the task's template (holds the layout and the text tokenizer).
+        examples: examples with the task's input keys.
+        target_length: positions of the target region (room for the response, its end
+            token and tail pads); image tasks default to the image's token count.
+        generator: makes sampling deterministic.
+        batch_size: examples per sampler call (default: all at once).
+        progress: show a tqdm bar over batches.
+
+    Raises:
+        ValueError: a template built for another layout, or a bad `batch_size`.
+        DataError: a bad example (the message names its index).
+    """
+    import time
+
+    if template.layout != layout:
+        raise ValueError(
+            f"the template's layout ({template.layout.describe()}) differs from the "
+            f"model's ({layout.describe()})"
+        )
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
+    size = batch_size or max(1, len(examples))
+    device = next(backbone.parameters()).device
+    started = time.time()
+    result = Generation(outputs=[])
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        starts = range(0, len(examples), size)
+        for start in tqdm(starts, disable=not progress, desc=f"generate {template.name}"):
+            chunk = examples[start : start + size]
+            seqs = [
+                template.prompt(example, target_length, index=start + i)
+                for i, example in enumerate(chunk)
+            ]
+            batch = collate_sequences(seqs, layout, pad_targets=False)
+            ids = batch["input_ids"].to(device)
+            target = batch["target_mask"].to(device)
+            attention = batch["attention_mask"].to(device)
+            sample = sampler(
+                backbone,
+                ids,
+                layout=layout,
+                modality=template.target_modality,
+                target_mask=target,
+                attention_mask=None if bool(attention.all()) else attention,
+                generator=generator,
+            )
+            result.samples.append(sample)
+            for row in range(len(seqs)):
+                result.outputs.append(template.parse(sample.ids[row][target[row]].cpu()))
+                result.nfe.append(sample.nfe)
+                if sample.trajectory is not None:
+                    result.trajectories.append(sample.trajectory[row][target[row]].cpu())
+    finally:
+        backbone.train(was_training)
+    result.seconds = time.time() - started
+    return result
