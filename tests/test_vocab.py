@@ -25,16 +25,33 @@ layouts = st.builds(
 
 
 def test_paper_layout_sizes() -> None:
+    # the ids themselves are checked against upstream's tokenizer in tests/test_upstream.py
     layout = VocabLayout.omni_diffusion()
     assert layout.size(Modality.SPEECH) == 16_384
     assert layout.size(Modality.IMAGE) == 8_192
     assert layout.size(Modality.TEXT) == 151_667
     assert layout.mask_id == 151_666
     assert layout.pad_id == layout.eos_id == 151_643
-    assert layout.id_range(Modality.SPEECH) == range(151_667, 151_667 + 16_384)
-    assert layout.id_range(Modality.IMAGE).stop == 151_667 + 16_384 + 8_192
-    # 4 appended special tokens: begin/end of image and speech
-    assert layout.vocab_size == 151_667 + 16_384 + 8_192 + 4
+    # 21 markers after the text ids, then the codebooks; nothing appended after them
+    assert layout.id_range(Modality.SPEECH) == range(151_688, 151_688 + 16_384)
+    assert layout.id_range(Modality.IMAGE).stop == 151_688 + 16_384 + 8_192
+    assert layout.vocab_size == 151_667 + 21 + 16_384 + 8_192
+
+
+def test_added_markers_sit_between_text_and_codes() -> None:
+    layout = VocabLayout(
+        text_size=10, speech_size=4, image_size=3, added_tokens=("<a>", "<b>"),
+        special_ids={"mask": 9, "begin_image": 10, "end_image": 11},
+    )  # fmt: skip
+    assert layout.token_id("<b>") == 11 and layout.offset(Modality.SPEECH) == 12
+    assert layout.begin_id(Modality.IMAGE) == 10
+    assert bool(layout.is_special(torch.tensor([10, 11])).all())
+    assert layout.modality_of(torch.tensor([10])).item() == -1
+    assert VocabLayout.from_dict(layout.to_dict()) == layout
+    with pytest.raises(VocabError, match="not an added marker"):
+        layout.token_id("<c>")
+    with pytest.raises(VocabError, match="repeats"):
+        VocabLayout(text_size=10, added_tokens=("<a>", "<a>"))
 
 
 @given(layouts, st.data())

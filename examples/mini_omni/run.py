@@ -285,6 +285,12 @@ def fit(
     }
 
 
+def sampler(num_steps: int) -> Sampler:
+    """Omni-Diffusion's sampler, restricted to each task's modality and never writing [MASK]
+    (upstream restricts neither; these small models would otherwise write stray ids)."""
+    return omni_diffusion_sampler(num_steps, restrict_to_modality=True, ban_mask=True)
+
+
 OPTIMIZER = AdamWConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
 LR_SCHEDULE = WarmupCosine(warmup_steps=50, min_lr_ratio=0.1)
 
@@ -305,7 +311,7 @@ def train_diffusion(run: Run, data: Data) -> tuple[OmniDiffusionModule, dict[str
             schedule=LinearSchedule(),
             time_distribution=AntitheticTime(),
             mask_strategy=AttenuatedTailPadMasking(pad_mask_ratio=0.6),
-            sampler=omni_diffusion_sampler(8),
+            sampler=sampler(8),
             optimizer=replace(OPTIMIZER, lr=run.preset.lr * stage.lr_scale),
             lr_schedule=LR_SCHEDULE,
             normalization="sequence",  # each row counts once: short answers are not drowned
@@ -424,7 +430,7 @@ def sweep_steps(
     threshold, and the baseline's greedy decoding (into `evaluation.sweep`)."""
     t = time.time()
     settings: list[tuple[str, GenerateFn]] = [
-        (f"{n} steps", diffusion_generate(module, omni_diffusion_sampler(n), run.seed))
+        (f"{n} steps", diffusion_generate(module, sampler(n), run.seed))
         for n in run.preset.sweep_steps
     ]
     threshold = fast_dllm_sampler(0.9, block_length=None)
@@ -464,7 +470,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ar, baseline = train_baseline(run, data)
     training.update(baseline)
     models = {
-        "diffusion": diffusion_generate(module, omni_diffusion_sampler(8), run.seed),
+        "diffusion": diffusion_generate(module, sampler(8), run.seed),
         "autoregressive": autoregressive_generate(ar),
     }
     evaluation = evaluate(run, data, models)

@@ -231,6 +231,7 @@ def generate(
         target_length=length,
         sampler=setting.sampler(max_steps),
         generator=generator,
+        lenient_parse=True,  # upstream's sampler is not restricted to the task's modality
     )
 
 

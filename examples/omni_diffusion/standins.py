@@ -77,7 +77,7 @@ def tiny_dream(folder: Path, *, vocab_size: int = 151_680, seed: int = 0) -> Pat
     """A random two-layer Dream-format checkpoint: `config.json` + `model.safetensors`.
 
     `vocab_size` covers Dream's 151,667 text ids (rounded up, as Dream pads its embedding),
-    so loading it with the recipe's `vocab_size: 176247` grows the embedding as the real
+    so loading it with the recipe's `vocab_size: 176264` grows the embedding as the real
     checkpoint's is grown.
     """
     torch.manual_seed(seed)

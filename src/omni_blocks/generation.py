@@ -68,6 +68,7 @@ def generate(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    lenient_parse: bool = False,
 ) -> Generation:
     """Generate the task's output for every example.
 
@@ -86,6 +87,9 @@ def generate(
         generator: makes sampling deterministic.
         batch_size: examples per sampler call (default: all at once).
         progress: show a tqdm bar over batches.
+        lenient_parse: parse outputs as upstream's inference does, keeping only the ids of
+            the task's modality (see `TaskTemplate.parse`); for samplers that do not
+            restrict their output to it.
 
     Raises:
         ValueError: a template built for another layout, or a bad `batch_size`.
@@ -129,7 +133,8 @@ def generate(
             )
             result.samples.append(sample)
             for row in range(len(seqs)):
-                result.outputs.append(template.parse(sample.ids[row][target[row]].cpu()))
+                region = sample.ids[row][target[row]].cpu()
+                result.outputs.append(template.parse(region, lenient=lenient_parse))
                 result.nfe.append(sample.nfe)
                 if sample.trajectory is not None:
                     result.trajectories.append(sample.trajectory[row][target[row]].cpu())

@@ -15,7 +15,9 @@ Strategies (each a small frozen dataclass implementing
 - [`AttenuatedTailPadMasking`][omni_blocks.masking.AttenuatedTailPadMasking]: like uniform,
   pad tokens with `ratio * mask_prob(t)` (Omni-Diffusion);
 - [`SpanMasking`][omni_blocks.masking.SpanMasking]: contiguous spans with the same expected
-  ratio (inpainting-style training).
+  ratio (inpainting-style training);
+- [`PerTokenTimeMasking`][omni_blocks.masking.PerTokenTimeMasking]: Omni-Diffusion's own
+  rule, draw for draw: a time per *token*, pads attenuated.
 
 Every random draw goes through the `generator` argument (drawn on the generator's device), so
 the same seeded generator gives the same mask.
@@ -40,6 +42,7 @@ __all__ = [
     "Corruption",
     "FullSequenceMasking",
     "MaskStrategy",
+    "PerTokenTimeMasking",
     "SpanMasking",
     "UniformMasking",
     "apply_mask",
@@ -350,4 +353,70 @@ class SpanMasking(MaskStrategy):
         # Exact edge cases: nothing at p = 0, everything at p = 1.
         mask = torch.where((p == 0)[:, None], torch.zeros_like(mask), mask)
         mask = torch.where((p == 1)[:, None], torch.ones_like(mask), mask) & target_mask
+        return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
+
+
+@dataclass(frozen=True)
+class PerTokenTimeMasking(MaskStrategy):
+    """Omni-Diffusion's training rule exactly: every target token draws its own time.
+
+    Upstream (`forward_process` in `omni_diffusion/data/dataset_qwen2.py`), for each row and
+    the span from its first to its last target position: `t_i ~ U[0, 1)` per position,
+    `p_i = (1 - eps) t_i + eps`, `u_i ~ U[0, 1)`; a position is masked when `u_i <= p_i`,
+    or, when it holds the pad / end token (`<|endoftext|>`), when
+    `u_i <= pad_mask_ratio * p_i`. Every token is therefore masked with the same marginal
+    probability, `E[p_i] = 0.5005` (pads: `0.3003` with the paper's 0.6): the model trains on
+    half-masked rows, never on almost clean or almost fully masked ones. The row's time `t`
+    the module draws is not used, and the loss should be `normalization="token"` (upstream's
+    mean cross-entropy over the masked targets).
+
+    The draws follow upstream's order, one row at a time: one unused uniform (upstream's
+    per-sample `p_mask`), then the `n` times, then the `n` uniforms of the row's span. A
+    generator in the state of `torch.manual_seed(s)` therefore masks exactly the positions
+    upstream's code masks after `torch.manual_seed(s)` (checked against fixtures of
+    upstream's code, `tests/test_upstream.py`).
+
+    Args:
+        pad_mask_ratio: `special_mask_ratio` of upstream (0.6).
+        eps: upstream's floor of the per-token mask probability (1e-3).
+
+    Raises:
+        ValueError: `pad_mask_ratio` outside `[0, 1]` or `eps` outside `[0, 1)`.
+    """
+
+    pad_mask_ratio: float = 0.6
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.pad_mask_ratio <= 1.0:
+            raise ValueError(f"pad_mask_ratio must lie in [0, 1]; got {self.pad_mask_ratio}")
+        if not 0.0 <= self.eps < 1.0:
+            raise ValueError(f"eps must lie in [0, 1); got {self.eps}")
+
+    def __call__(
+        self,
+        ids: TokenIds,
+        target_mask: SeqMask,
+        t: Times,
+        *,
+        schedule: NoiseSchedule,
+        layout: VocabLayout,
+        generator: torch.Generator | None = None,
+    ) -> Corruption:
+        check_corruption_inputs(ids, target_mask, t)
+        mask = torch.zeros_like(target_mask)
+        columns = torch.arange(ids.shape[1], device=ids.device)
+        for row in range(ids.shape[0]):
+            where = columns[target_mask[row]]
+            _uniform((1,), generator, ids.device)  # upstream's per-sample p_mask, unused
+            if where.numel() == 0:
+                continue
+            start, end = int(where[0]), int(where[-1]) + 1
+            times = _uniform((end - start,), generator, ids.device)
+            u = _uniform((end - start,), generator, ids.device)
+            threshold = (1 - self.eps) * times + self.eps
+            pad = ids[row, start:end] == layout.pad_id
+            span = torch.where(pad, u <= threshold * self.pad_mask_ratio, u <= threshold)
+            mask[row, start:end] = span
+        mask &= target_mask
         return Corruption(apply_mask(ids, mask, layout.mask_id), mask)

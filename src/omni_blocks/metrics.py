@@ -43,11 +43,7 @@ from torch import Tensor
 from torchmetrics import text as tm_text
 
 from omni_blocks.data.templates import (
-    AsrTemplate,
-    CaptionTemplate,
-    SpokenVqaTemplate,
     TaskTemplate,
-    VqaTemplate,
 )
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.sampling.base import Sampler
@@ -226,17 +222,9 @@ class JudgeScore(torchmetrics.Metric):
 
 
 def reference_key(template: TaskTemplate) -> str | None:
-    """The example key holding a text task's reference (`None` for image / speech tasks)."""
-    keys: dict[type, str] = {
-        AsrTemplate: "text",
-        CaptionTemplate: "caption",
-        VqaTemplate: "answer",
-        SpokenVqaTemplate: "answer",
-    }
-    for cls, key in keys.items():
-        if isinstance(template, cls):
-            return key
-    return None
+    """The example key holding a text task's reference (`None` for image / speech tasks):
+    the template's own `reference_key`."""
+    return template.reference_key
 
 
 def default_metric(template: TaskTemplate) -> torchmetrics.Metric:
@@ -245,10 +233,8 @@ def default_metric(template: TaskTemplate) -> torchmetrics.Metric:
     Raises:
         ValueError: image and speech tasks, which need a `JudgeScore` with a judge.
     """
-    if isinstance(template, AsrTemplate):
-        return WordErrorRate()
-    if reference_key(template) is not None:
-        return AnswerAccuracy()
+    if template.reference_key is not None:
+        return WordErrorRate() if template.text_metric == "wer" else AnswerAccuracy()
     raise ValueError(
         f"{type(template).__name__} generates {template.target_modality.value}; score it with "
         "JudgeScore(judge) and a Judge that understands that modality"

@@ -297,6 +297,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         batch_size: int | None = None,
         sampler: Sampler | None = None,
         progress: bool = False,
+        lenient_parse: bool = False,
     ) -> list[Any]:
         """The task's output for every example (see [`generate`][omni_blocks.generation.generate],
         which also returns NFE and trajectories); `sampler` replaces the module's for this call.
@@ -320,6 +321,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
             generator=generator,
             batch_size=batch_size,
             progress=progress,
+            lenient_parse=lenient_parse,
         )
         return result.outputs
 

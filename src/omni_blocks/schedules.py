@@ -145,6 +145,11 @@ class LinearSchedule(NoiseSchedule):
     def _alpha_derivative(self, t: TimeLike) -> TimeLike:
         return -torch.ones_like(t)
 
+    def _mask_prob(self, t: TimeLike) -> TimeLike:
+        # t itself, not 1 - (1 - t), which is not t in floating point: Dream's and
+        # Omni-Diffusion's samplers count tokens with s / t on these very values
+        return t.clone()
+
     def _elbo_weight(self, t: TimeLike) -> TimeLike:
         return 1.0 / t
 

@@ -1,9 +1,13 @@
 """The unified vocabulary: one id space for text, speech and image tokens.
 
 A [`VocabLayout`][omni_blocks.vocab.VocabLayout] owns every id. Text ids keep the text
-tokenizer's values `[0, text_size)`; each codebook follows as one contiguous range (speech
-first, then image, as in Omni-Diffusion); special tokens have named ids, either reused from
-the text vocabulary (Dream's `<|mask|>` is text id 151666) or appended after the codebooks.
+tokenizer's values `[0, text_size)`; then come `added_tokens`, named markers added to the
+tokenizer (Omni-Diffusion's `<|begin_of_image|>`, ..., `<|audio|>`); then each codebook as one
+contiguous range (speech first, then image, as in Omni-Diffusion). Special tokens have named
+roles (`mask`, `pad`, `begin_image`, ...) whose ids are text or marker ids (Dream's `<|mask|>`
+is text id 151666) or, when not given, are appended after the codebooks.
+[`VocabLayout.omni_diffusion()`][omni_blocks.vocab.VocabLayout.omni_diffusion] is the
+released model's layout, id for id.
 
 Converting between a tokenizer's local codes and global ids happens only here:
 
@@ -29,6 +33,7 @@ from torch import Tensor
 
 __all__ = [
     "MODALITY_CODES",
+    "OMNI_DIFFUSION_MARKERS",
     "SPECIAL_CODE",
     "Modality",
     "SpecialToken",
@@ -80,6 +85,34 @@ class VocabError(ValueError):
     """An id or code outside the range the layout allows for it."""
 
 
+OMNI_DIFFUSION_MARKERS: tuple[str, ...] = (
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|context_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+    "<|context_of_video|>",
+    "<|begin_of_patch|>",
+    "<|end_of_patch|>",
+    "<|context_of_patch|>",
+    "<|begin_of_quad|>",
+    "<|end_of_quad|>",
+    "<|begin_of_ref|>",
+    "<|end_of_ref|>",
+    "<|begin_of_box|>",
+    "<|end_of_box|>",
+    "<|image|>",
+    "<|video|>",
+    "<|begin_of_audio|>",
+    "<|end_of_audio|>",
+    "<|context_of_audio|>",
+    "<|audio|>",
+)
+"""The 21 markers Omni-Diffusion adds to Dream's tokenizer, in the order they get their ids
+(151667 to 151687): `update_tokenizer` adds the first 17, its SenseVoice / GLM-4-Voice update
+the four audio ones (`omni_diffusion/tokenizer.py`, `tokenizer_sensevoice_glm4voice.py`)."""
+
+
 @dataclass(frozen=True)
 class VocabLayout:
     """Offsets of every codebook and special token in the unified vocabulary.
@@ -88,21 +121,34 @@ class VocabLayout:
         text_size: number of text ids, `[0, text_size)` (the text tokenizer's length).
         speech_size: speech codebook size (GLM-4-Voice: 16,384); 0 for no speech.
         image_size: image codebook size (MAGVIT-v2: 8,192); 0 for no images.
-        special_ids: ids of special tokens that reuse text ids (for example Dream's
-            `{"mask": 151666, "pad": 151643, "eos": 151643, "bos": 151665}`). Special tokens
-            not given here are appended after the codebooks, in `SpecialToken` order.
+        special_ids: ids of special tokens that reuse text or marker ids (for example
+            Dream's `{"mask": 151666, "pad": 151643, "eos": 151643, "bos": 151665}`). Special
+            tokens not given here are appended after the codebooks, in `SpecialToken` order.
+        added_tokens: marker strings added to the text tokenizer after its own tokens: they
+            get the ids `text_size, text_size + 1, ...`, before the codebooks (Omni-Diffusion:
+            [`OMNI_DIFFUSION_MARKERS`][omni_blocks.vocab.OMNI_DIFFUSION_MARKERS]).
 
     Raises:
-        VocabError: a size is negative, a special id lies outside the text range, or two
-            special tokens share an id (only `pad` and `eos` may).
+        VocabError: a size is not an integer or is negative, a special id lies outside the
+            text and marker range, two special tokens share an id (only `pad` and `eos` may),
+            or a marker string appears twice.
     """
 
     text_size: int
     speech_size: int = 16_384
     image_size: int = 8_192
     special_ids: Mapping[str, int] = field(default_factory=dict)
+    added_tokens: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        for name in ("text_size", "speech_size", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise VocabError(f"{name} must be an int; got {value!r}")
+        added = tuple(str(token) for token in self.added_tokens)
+        if len(set(added)) != len(added):
+            raise VocabError(f"added_tokens repeats a marker: {added}")
+        object.__setattr__(self, "added_tokens", added)
         if self.text_size < 1 or self.speech_size < 0 or self.image_size < 0:
             raise VocabError(
                 f"sizes must be text_size >= 1, speech_size >= 0, image_size >= 0; got "
@@ -116,14 +162,16 @@ class VocabLayout:
             except ValueError:
                 valid = ", ".join(t.value for t in SpecialToken)
                 raise VocabError(f"unknown special token {name!r}; valid names: {valid}") from None
-            if not 0 <= int(idx) < self.text_size:
+            bad = isinstance(idx, bool) or not isinstance(idx, int)
+            if bad or not 0 <= idx < self.marker_end:
                 raise VocabError(
-                    f"special token {name!r} has id {idx}, but reused special ids must lie in "
-                    f"the text range [0, {self.text_size}); leave it out to append it instead"
+                    f"special token {name!r} has id {idx!r}, but reused special ids must lie in "
+                    f"the text range (or the markers after it) [0, {self.marker_end}); leave it "
+                    "out to append it instead"
                 )
             given[token] = int(idx)
         ids: dict[SpecialToken, int] = {}
-        next_id = self.text_size + self.speech_size + self.image_size
+        next_id = self.marker_end + self.speech_size + self.image_size
         for token in SpecialToken:
             if token in given:
                 ids[token] = given[token]
@@ -145,20 +193,35 @@ class VocabLayout:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def omni_diffusion(cls, text_size: int = 151_667) -> VocabLayout:
-        """The paper's layout: Dream-7B's text vocabulary + 16,384 speech + 8,192 image codes.
+    def omni_diffusion(cls) -> VocabLayout:
+        """The released Omni-Diffusion layout (lijiang/Omni-Diffusion), id for id.
 
-        Dream's tokenizer (Qwen2 BPE plus `<|beginoftext|>` = 151665 and `<|mask|>` = 151666)
-        has 151,667 entries; `<|endoftext|>` (151643) ends and pads responses. The image and
-        speech begin/end tokens are appended after the codebooks. Upstream Omni-Diffusion adds
-        them (with other unused markers) to the text tokenizer before the audio tokens; only
-        the offsets differ, which is why checkpoints carry their layout.
+        Dream-7B's tokenizer (Qwen2 BPE plus `<|beginoftext|>` = 151665 and `<|mask|>` =
+        151666: 151,667 text ids); the 21 markers of
+        [`OMNI_DIFFUSION_MARKERS`][omni_blocks.vocab.OMNI_DIFFUSION_MARKERS] at 151667..151687
+        (`<|begin_of_image|>` 151667, `<|end_of_image|>` 151668, `<|begin_of_audio|>` 151684,
+        `<|end_of_audio|>` 151685); the GLM-4-Voice codes `<|audio_0|>`.. at
+        151688..168071; the MAGVIT-v2 codes `<|image_0|>`.. at 168072..176263; 176,264 ids in
+        all, as `config_dream_resume.json` says. `<|endoftext|>` (151643) ends and pads
+        responses. The test-suite checks every number against fixtures made by upstream's own
+        tokenizer code.
         """
+        markers = {m: 151_667 + i for i, m in enumerate(OMNI_DIFFUSION_MARKERS)}
         return cls(
-            text_size=text_size,
+            text_size=151_667,
             speech_size=16_384,
             image_size=8_192,
-            special_ids={"mask": 151_666, "pad": 151_643, "eos": 151_643, "bos": 151_665},
+            special_ids={
+                "mask": 151_666,
+                "pad": 151_643,
+                "eos": 151_643,
+                "bos": 151_665,
+                "begin_image": markers["<|begin_of_image|>"],
+                "end_image": markers["<|end_of_image|>"],
+                "begin_speech": markers["<|begin_of_audio|>"],
+                "end_speech": markers["<|end_of_audio|>"],
+            },
+            added_tokens=OMNI_DIFFUSION_MARKERS,
         )
 
     # ------------------------------------------------------------------ sizes and ranges
@@ -177,14 +240,33 @@ class VocabLayout:
             Modality.IMAGE: self.image_size,
         }[modality]
 
+    @property
+    def marker_end(self) -> int:
+        """One past the last marker id: `text_size + len(added_tokens)`."""
+        return self.text_size + len(self.added_tokens)
+
     def offset(self, modality: Modality) -> int:
         """Global id of local code 0 of `modality`."""
         modality = Modality(modality)
         return {
             Modality.TEXT: 0,
-            Modality.SPEECH: self.text_size,
-            Modality.IMAGE: self.text_size + self.speech_size,
+            Modality.SPEECH: self.marker_end,
+            Modality.IMAGE: self.marker_end + self.speech_size,
         }[modality]
+
+    def token_id(self, marker: str) -> int:
+        """The id of an added marker (`"<|audio|>"`, ...).
+
+        Raises:
+            VocabError: not one of `added_tokens`.
+        """
+        try:
+            return self.text_size + self.added_tokens.index(marker)
+        except ValueError:
+            raise VocabError(
+                f"{marker!r} is not an added marker of this layout; markers: "
+                f"{list(self.added_tokens)}"
+            ) from None
 
     def id_range(self, modality: Modality) -> range:
         """The global ids of `modality` as a `range`."""
@@ -285,9 +367,10 @@ class VocabLayout:
         return self.modality_of(ids) == MODALITY_CODES[Modality(modality)]
 
     def is_special(self, ids: Int[Tensor, "*shape"]) -> Bool[Tensor, "*shape"]:
-        """Whether each id is one of the special tokens."""
+        """Whether each id is one of the special tokens or an added marker."""
         special = torch.tensor(self.special_id_list(), device=ids.device)
-        return torch.isin(ids, special)
+        marker = (ids >= self.text_size) & (ids < self.marker_end)
+        return torch.isin(ids, special) | marker
 
     def logit_mask(
         self,
@@ -359,22 +442,31 @@ class VocabLayout:
         """A one-line summary of every range and special id."""
         ranges = {m: self.id_range(m) for m in self.modalities}
         parts = [f"{m.value} [{r.start}, {r.stop})" for m, r in ranges.items()]
+        if self.added_tokens:
+            parts.insert(
+                1, f"{len(self.added_tokens)} markers [{self.text_size}, {self.marker_end})"
+            )
         specials = ", ".join(f"{k}={v}" for k, v in self.special_tokens.items())
         return "; ".join(parts) + f"; specials: {specials}; vocab_size={self.vocab_size}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict from which `from_dict` rebuilds the same layout."""
-        return {
+        data: dict[str, Any] = {
             "text_size": self.text_size,
             "speech_size": self.speech_size,
             "image_size": self.image_size,
             "special_ids": dict(self.special_ids),
         }
+        if self.added_tokens:
+            data["added_tokens"] = list(self.added_tokens)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VocabLayout:
         """Rebuild a layout written by `to_dict`."""
-        known = {"text_size", "speech_size", "image_size", "special_ids"}
+        if not isinstance(data, Mapping):
+            raise VocabError(f"a layout is a JSON object; got {type(data).__name__}")
+        known = {"text_size", "speech_size", "image_size", "special_ids", "added_tokens"}
         unknown = set(data) - known
         if unknown:
             raise VocabError(f"unknown VocabLayout fields: {sorted(unknown)}")

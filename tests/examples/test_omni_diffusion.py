@@ -86,9 +86,9 @@ def test_stage_config_parses(stage: str) -> None:
     layout = VocabLayout.from_dict(plain(model.layout))
     assert layout == VocabLayout.omni_diffusion()
     backbone = model.backbone.init_args
-    assert backbone.vocab_size == layout.vocab_size == 176_247
+    assert backbone.vocab_size == layout.vocab_size == 176_264
     assert backbone.pretrained == "Dream-org/Dream-v0-Instruct-7B"
-    assert model.mask_strategy.class_path.endswith("AttenuatedTailPadMasking")
+    assert model.mask_strategy.class_path.endswith("PerTokenTimeMasking")  # upstream's rule
     assert model.mask_strategy.init_args.pad_mask_ratio == 0.6
     # the sampler section builds exactly the Omni-Diffusion preset
     parser = ArgumentParser(exit_on_error=False)
@@ -177,7 +177,7 @@ def test_dry_run_fits_every_stage_and_generates_every_task(
     last = tmp_path / "checkpoints/omni_diffusion/stage3/last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
-    assert ckpt["state_dict"]["backbone.lm_head.weight"].shape == (176_247, 32)
+    assert ckpt["state_dict"]["backbone.lm_head.weight"].shape == (176_264, 32)
     assert "| stage3 | 2 |" in report.table()
 
     # the `generate` command: stage 3's config + its last.ckpt, a manifest-style record

@@ -437,12 +437,20 @@ def test_presets_fill_every_mask(factory: object) -> None:
 
 
 def test_presets_carry_the_published_settings() -> None:
+    # Dream's README settings, with the top-k 50 its generation config inherits and its
+    # arithmetic (float32 grid, a step may reveal nothing, no cap on the steps)
     dream = dream_sampler()
-    assert isinstance(dream.scorer, EntropyScorer)
-    assert dream.choice == TokenChoice(temperature=0.2, top_p=0.95)
-    assert dream.planner == SchedulePlanner(num_steps=512, eps=1e-3, rounding="floor")
-    origin = dream_sampler(scorer=RandomScorer())
-    assert isinstance(origin.planner, SchedulePlanner) and origin.planner.rounding == "stochastic"
+    assert dream.scorer == EntropyScorer(epsilon=1e-10)
+    assert dream.choice == TokenChoice(temperature=0.2, top_p=0.95, top_k=50, sort_vocabulary=True)
+    assert dream.planner == SchedulePlanner(
+        num_steps=512, eps=1e-3, rounding="floor", min_tokens=0, cap_steps=False,
+        arithmetic="float32",
+    )  # fmt: skip
+    assert not dream.ban_mask and not dream.restrict_to_modality
+    origin = dream_sampler(alg="origin")
+    assert isinstance(origin.planner, SchedulePlanner) and origin.planner.rounding == "bernoulli"
+    with pytest.raises((TypeError, ValueError), match="alg"):
+        dream_sampler(alg="nope")  # type: ignore[arg-type]
     llada = llada_sampler(guidance_scale=0.5)
     assert llada.planner == BlockPlanner(
         SchedulePlanner(num_steps=128, eps=0.0, rounding="ceil"), 32
@@ -451,10 +459,11 @@ def test_presets_carry_the_published_settings() -> None:
     fast = fast_dllm_sampler()
     assert fast.planner == BlockPlanner(ThresholdPlanner(0.9), 32)
     omni = omni_diffusion_sampler(260, position_penalty=2.0, guidance_scale=2.0)
-    assert isinstance(omni.scorer, EntropyScorer)
-    assert omni.choice == TokenChoice(temperature=0.0, top_p=0.9)
+    assert omni.scorer == EntropyScorer(epsilon=1e-10)
+    assert omni.choice == TokenChoice(temperature=0.0, top_p=0.9, top_k=50, sort_vocabulary=True)
     assert omni.guidance == ClassifierFreeGuidance(2.0)
     assert type(omni.penalty).__name__ == "TailPenalty"
+    assert isinstance(omni.planner, SchedulePlanner) and omni.planner.min_tokens == 1
 
 
 # ------------------------------------------------------------------------------ bad input

@@ -9,13 +9,14 @@
 - [`TransformerConfig`][omni_blocks.backbones.TransformerConfig]: the `config.json` fields.
 """
 
-from omni_blocks.backbones.base import Backbone, grow_rows
+from omni_blocks.backbones.base import Backbone, EmbeddingSlots, grow_rows
 from omni_blocks.backbones.config import TransformerConfig, default_shift_logits, is_dream_config
 from omni_blocks.backbones.hf import HFBackbone
 from omni_blocks.backbones.native import NativeTransformer, PretrainedTransformer, shift_right
 
 __all__ = [
     "Backbone",
+    "EmbeddingSlots",
     "HFBackbone",
     "NativeTransformer",
     "PretrainedTransformer",

@@ -3,15 +3,97 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from omni_blocks.typing import Logits, SeqMask, TokenIds
 
-__all__ = ["Backbone", "grow_rows"]
+
+@dataclass
+class EmbeddingSlots:
+    """Input embeddings that replace the token embeddings at some positions.
+
+    The speech a model *hears* reaches it this way in Omni-Diffusion: encoder frames,
+    projected to the backbone's width, written between `<|begin_of_audio|>` and
+    `<|end_of_audio|>` where the ids hold placeholders. The positions are never masked and
+    never predicted; the ids there are ignored.
+
+    Attributes:
+        positions: True at the positions whose embedding is given, `(batch, seq)`.
+        values: the embeddings, one row per True position in row-major order,
+            `(n, hidden)`; None for zero vectors (what Omni-Diffusion's guidance pads with).
+
+    Raises:
+        ValueError: `values` has another number of rows than `positions` has True entries,
+            or is not 2-D.
+    """
+
+    positions: Bool[Tensor, "batch seq"]
+    values: Float[Tensor, "n hidden"] | None
+
+    def __post_init__(self) -> None:
+        if self.positions.dtype != torch.bool:
+            raise ValueError(f"slot positions must be a bool tensor; got {self.positions.dtype}")
+        if self.values is None:
+            return
+        if self.values.ndim != 2 or self.values.shape[0] != int(self.positions.sum()):
+            raise ValueError(
+                f"the slots hold {int(self.positions.sum())} positions but {self.values.shape[0]} "
+                f"embeddings (values of shape {tuple(self.values.shape)}); give one row per "
+                "slot position"
+            )
+
+    def fill(
+        self, embeddings: Float[Tensor, "batch seq hidden"]
+    ) -> Float[Tensor, "batch seq hidden"]:
+        """`embeddings` with the slot positions replaced by `values`.
+
+        Raises:
+            ValueError: the positions do not fit `embeddings`, or the values have another width.
+        """
+        if self.positions.shape != embeddings.shape[:2]:
+            raise ValueError(
+                f"slot positions of shape {tuple(self.positions.shape)} do not fit a sequence "
+                f"of shape {tuple(embeddings.shape[:2])}"
+            )
+        where = self.positions.to(embeddings.device).unsqueeze(-1)
+        if self.values is None:
+            return embeddings.masked_fill(where, 0.0)
+        if self.values.shape[-1] != embeddings.shape[-1]:
+            raise ValueError(
+                f"slot embeddings are {self.values.shape[-1]} wide but the backbone's are "
+                f"{embeddings.shape[-1]}; project them to the backbone's hidden size"
+            )
+        return embeddings.masked_scatter(where, self.values.to(embeddings))
+
+    @staticmethod
+    def concat(
+        parts: list[EmbeddingSlots | None], shapes: list[torch.Size]
+    ) -> EmbeddingSlots | None:
+        """The slots of several batches stacked along the batch (None where a part has none)."""
+        if all(p is None for p in parts):
+            return None
+        given = [p.values for p in parts if p is not None and p.values is not None]
+        device = next(p.positions.device for p in parts if p is not None)
+        positions, values = [], []
+        for part, shape in zip(parts, shapes, strict=True):
+            if part is None:
+                positions.append(torch.zeros(shape, dtype=torch.bool, device=device))
+                continue
+            positions.append(part.positions.to(device))
+            if part.values is not None:
+                values.append(part.values)
+            elif given:  # zero slots beside slots with values: write the zeros out
+                n = int(part.positions.sum())
+                values.append(given[0].new_zeros(n, given[0].shape[-1]))
+        return EmbeddingSlots(torch.cat(positions), torch.cat(values) if given else None)
+
+
+__all__ = ["Backbone", "EmbeddingSlots", "grow_rows"]
 
 
 @runtime_checkable
@@ -29,8 +111,14 @@ class Backbone(Protocol):
         """Number of rows of the output head (may exceed the layout's `vocab_size`)."""
         ...
 
-    def __call__(self, input_ids: TokenIds, attention_mask: SeqMask | None = None) -> Logits:
-        """Logits for every position; `attention_mask` is False at padding to ignore."""
+    def __call__(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None = None,
+        slots: EmbeddingSlots | None = None,
+    ) -> Logits:
+        """Logits for every position; `attention_mask` is False at padding to ignore; `slots`
+        replace the token embeddings at their positions (speech features, ...)."""
         ...
 
     def resize_vocab(self, new_size: int) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from omni_blocks.backbones.base import grow_rows
+from omni_blocks.backbones.base import EmbeddingSlots, grow_rows
 from omni_blocks.backbones.config import (
     TransformerConfig,
     default_shift_logits,
@@ -211,17 +211,28 @@ class HFBackbone(nn.Module):
         head = self.model.get_output_embeddings()
         return int(head.weight.shape[0])
 
-    def forward(self, input_ids: TokenIds, attention_mask: SeqMask | None = None) -> Logits:
+    def forward(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None = None,
+        slots: EmbeddingSlots | None = None,
+    ) -> Logits:
         """Logits for every position; position `i` predicts token `i`.
 
         Padding (`attention_mask` False) is excluded as keys, and positions are counted over
         real tokens, exactly as in [`NativeTransformer`][omni_blocks.backbones.NativeTransformer].
+        `slots` replace the token embeddings at their positions (passed to `transformers` as
+        `inputs_embeds`).
         """
         kwargs: dict[str, Any] = {"use_cache": False, "is_causal": False}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask.long()
             kwargs["position_ids"] = position_ids_from_mask(attention_mask)
-        logits = self.model(input_ids=input_ids, **kwargs).logits
+        if slots is None:
+            logits = self.model(input_ids=input_ids, **kwargs).logits
+        else:
+            embeddings = slots.fill(self.model.get_input_embeddings()(input_ids))
+            logits = self.model(inputs_embeds=embeddings, **kwargs).logits
         return shift_right(logits) if self.shift_logits else logits
 
     @torch.no_grad()

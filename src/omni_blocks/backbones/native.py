@@ -42,7 +42,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from omni_blocks.backbones.base import grow_rows
+from omni_blocks.backbones.base import EmbeddingSlots, grow_rows
 from omni_blocks.backbones.config import (
     TransformerConfig,
     default_shift_logits,
@@ -491,7 +491,12 @@ class NativeTransformer(nn.Module):
         """Rows of the output head."""
         return int(self.lm_head.weight.shape[0])
 
-    def forward(self, input_ids: TokenIds, attention_mask: SeqMask | None = None) -> Logits:
+    def forward(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None = None,
+        slots: EmbeddingSlots | None = None,
+    ) -> Logits:
         """Logits for every position; position `i` predicts token `i`.
 
         Args:
@@ -500,17 +505,16 @@ class NativeTransformer(nn.Module):
                 excluded as keys and positions are counted over real tokens (so left and
                 right padding give the same logits at real positions as no padding). Pass
                 `None` when nothing is padded: the attention then needs no mask.
+            slots: embeddings that replace the token embeddings at their positions (the
+                speech a model hears, through an encoder and a projector); None costs nothing.
 
         Raises:
-            ValueError: an id outside `[0, vocab_size)`.
+            TypeError: ids that are not an integer tensor.
+            ValueError: an id outside `[0, vocab_size)`, ids on the meta device, or a
+                sequence longer than `max_position_embeddings`.
         """
-        if not torch.compiler.is_compiling() and input_ids.numel():
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= self.vocab_size:
-                raise ValueError(
-                    f"token ids must lie in [0, {self.vocab_size}); got ids in [{low}, {high}] "
-                    "(call resize_vocab to grow the vocabulary)"
-                )
+        if not torch.compiler.is_compiling():
+            self._check_ids(input_ids)
         batch, seq = input_ids.shape
         if attention_mask is None:
             positions = torch.arange(seq, device=input_ids.device).expand(batch, seq)
@@ -525,6 +529,8 @@ class NativeTransformer(nn.Module):
         # SDPA takes either a mask or is_causal; with padding causality is in the mask.
         is_causal = self.causal and key_mask is None
         h = self.model.embed_tokens(input_ids)
+        if slots is not None:
+            h = slots.fill(h)
         cos, sin = rotary_cos_sin(
             positions, self._config.head_dim, self._config.rope_theta, h.dtype
         )
@@ -536,6 +542,29 @@ class NativeTransformer(nn.Module):
                 h = layer(h, cos, sin, key_mask, is_causal)
         logits = self.lm_head(self.model.norm(h))
         return shift_right(logits) if self.shift_logits else logits
+
+    def _check_ids(self, input_ids: Tensor) -> None:
+        if input_ids.dtype.is_floating_point or input_ids.dtype in (torch.bool, torch.complex64):
+            raise TypeError(
+                f"input_ids must be an integer tensor of token ids; got dtype {input_ids.dtype}"
+            )
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, seq); got shape {tuple(input_ids.shape)}")
+        if input_ids.device.type == "meta":
+            raise ValueError("input_ids are on the meta device (no values): move them to a device")
+        limit = self._config.max_position_embeddings
+        if input_ids.shape[1] > limit:
+            raise ValueError(
+                f"a sequence of {input_ids.shape[1]} tokens is longer than this backbone's "
+                f"max_position_embeddings={limit}; shorten the prompt or the target"
+            )
+        if input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.vocab_size:
+                raise ValueError(
+                    f"token ids must lie in [0, {self.vocab_size}); got ids in [{low}, {high}] "
+                    "(call resize_vocab to grow the vocabulary)"
+                )
 
     @torch.no_grad()
     def resize_vocab(self, new_size: int) -> None:
@@ -615,7 +644,7 @@ class PretrainedTransformer(NativeTransformer):
       init_args:
         pretrained: Dream-org/Dream-v0-Base-7B
         dtype: bfloat16
-        vocab_size: 176247        # VocabLayout.omni_diffusion().vocab_size
+        vocab_size: 176264        # VocabLayout.omni_diffusion().vocab_size
     ```
 
     Args:

@@ -11,7 +11,9 @@ For row `b` with `n_b` tokens:
 
 1. `extra_tail_pad` pads are appended to the target first: a fixed count, or a count drawn
    uniformly from `[low, high]` per row (upstream: `U{1..16}` eos tokens per example, so
-   every response, even the longest in a batch, is followed by at least one pad);
+   every response, even the longest in a batch, is followed by at least one pad). With
+   `tail_pads_if_no_eos`, a sequence that already holds the eos / pad id gets none
+   (upstream's `update_labels_and_inputs`: a response that ends itself is not extended);
 2. every row is then padded to the batch's longest row, rounded up to `pad_to_multiple_of`.
    With `pad_targets=True` (the default) these pads are targets and attended, like the
    extra ones; with `pad_targets=False` they are neither (`target_mask` and `attention_mask`
@@ -66,6 +68,7 @@ def collate_sequences(
     pad_targets: bool = True,
     max_length: int | None = None,
     generator: torch.Generator | None = None,
+    tail_pads_if_no_eos: bool = False,
 ) -> TaskBatch:
     """Stack sequences into a batch, padding each target's tail with `layout.pad_id`.
 
@@ -81,6 +84,8 @@ def collate_sequences(
         max_length: the longest row allowed: pads beyond it are dropped (never real tokens);
             a sequence that is itself longer raises `DataError`.
         generator: random source for a ranged `extra_tail_pad`.
+        tail_pads_if_no_eos: append `extra_tail_pad` only to sequences that hold no
+            `layout.eos_id` yet (Omni-Diffusion's rule).
 
     Returns:
         `input_ids` (int64, `(batch, seq)`), `target_mask` (bool: target region incl. tail
@@ -111,6 +116,11 @@ def collate_sequences(
         extra = torch.randint(low, high + 1, (len(seqs),), generator=generator).tolist()
     else:
         extra = [low] * len(seqs)
+    if tail_pads_if_no_eos:
+        extra = [
+            0 if bool((s.ids == layout.eos_id).any()) else e
+            for s, e in zip(seqs, extra, strict=True)
+        ]
     lengths = [len(s) + e for s, e in zip(seqs, extra, strict=True)]
     width = max(lengths)
     if pad_to_multiple_of is not None:

@@ -396,6 +396,11 @@ class ManifestDataModule(OmniDataModule):
         max_length: longest sequence (the backbone's context used in training); longer
             sequences raise [`DataError`][omni_blocks.data.sequence.DataError].
         drop_last: drop a last incomplete training batch.
+        pad_targets: whether the padding that aligns rows is a target (see
+            [`collate_sequences`][omni_blocks.data.collate.collate_sequences]; Omni-Diffusion:
+            False, neither attended nor a target).
+        tail_pads_if_no_eos: give `extra_tail_pad` only to sequences without an eos yet
+            (Omni-Diffusion's rule).
 
     Raises:
         TypeError: a tokenizer that does not implement its protocol.
@@ -420,6 +425,8 @@ class ManifestDataModule(OmniDataModule):
         pad_to_multiple_of: int | None = None,
         max_length: int | None = None,
         drop_last: bool = False,
+        pad_targets: bool = True,
+        tail_pads_if_no_eos: bool = False,
     ) -> None:
         if image_tokenizer is not None and not isinstance(image_tokenizer, ImageTokenizer):
             raise TypeError(
@@ -460,6 +467,8 @@ class ManifestDataModule(OmniDataModule):
             pad_to_multiple_of=pad_to_multiple_of,
             max_length=max_length,
             drop_last=drop_last,
+            pad_targets=pad_targets,
+            tail_pads_if_no_eos=tail_pads_if_no_eos,
         )
 
     @property

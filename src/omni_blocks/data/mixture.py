@@ -262,6 +262,7 @@ class SequenceCollator:
         pad_targets: bool = True,
         max_length: int | None = None,
         seed: int = 0,
+        tail_pads_if_no_eos: bool = False,
     ) -> None:
         self.layout = layout
         self.pad_to_multiple_of = pad_to_multiple_of
@@ -269,6 +270,7 @@ class SequenceCollator:
         self.pad_targets = pad_targets
         self.max_length = max_length
         self.seed = seed
+        self.tail_pads_if_no_eos = tail_pads_if_no_eos
 
     def __call__(self, seqs: Sequence[TaskSequence]) -> TaskBatch:
         bad = [type(s).__name__ for s in seqs if not isinstance(s, TaskSequence)]
@@ -284,6 +286,7 @@ class SequenceCollator:
             pad_targets=self.pad_targets,
             max_length=self.max_length,
             generator=generator,
+            tail_pads_if_no_eos=self.tail_pads_if_no_eos,
         )
 
 
@@ -316,6 +319,8 @@ class OmniDataModule(pl.LightningDataModule):
         max_length: the backbone's maximum length: longer sequences raise `DataError`,
             extra pads beyond it are dropped.
         drop_last: drop a last incomplete training batch.
+        tail_pads_if_no_eos: give `extra_tail_pad` only to sequences without an eos yet
+            (Omni-Diffusion's rule; see `collate_sequences`).
     """
 
     def __init__(
@@ -333,6 +338,7 @@ class OmniDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         max_length: int | None = None,
         drop_last: bool = False,
+        tail_pads_if_no_eos: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
@@ -356,6 +362,7 @@ class OmniDataModule(pl.LightningDataModule):
             pad_targets=pad_targets,
             max_length=max_length,
             seed=seed,
+            tail_pads_if_no_eos=tail_pads_if_no_eos,
         )
 
     def batches_per_epoch(self, world_size: int = 1) -> int:

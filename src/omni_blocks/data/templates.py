@@ -122,6 +122,10 @@ class TaskTemplate(ABC):
     name: ClassVar[str]
     target_modality: ClassVar[Modality]
     input_modalities: ClassVar[tuple[Modality, ...]]
+    reference_key: ClassVar[str | None] = None
+    """The example key of a text task's reference output (None for image / speech tasks)."""
+    text_metric: ClassVar[str] = "accuracy"
+    """How a text output is scored against the reference: `"accuracy"` or `"wer"`."""
 
     def __post_init__(self) -> None:
         for modality in {*self.input_modalities, self.target_modality}:
@@ -183,20 +187,32 @@ class TaskTemplate(ABC):
         target = self._masked_target(example, length, name)
         return self._assemble(prompt, target, name)
 
-    def parse(self, target_ids: Int[Tensor, " target"]) -> str | Int[Tensor, " codes"]:
+    def parse(
+        self, target_ids: Int[Tensor, " target"], *, lenient: bool = False
+    ) -> str | Int[Tensor, " codes"]:
         """A generated target region -> text (a string) or local codes (a 1-D tensor).
 
         The region is cut at its first end token (`eos`, `pad` or the modality's end token);
         text is decoded with the tokenizer, image / speech ids become local codes. Image
         outputs are not padded or truncated: check their length against `image_tokens`.
 
+        Args:
+            target_ids: the generated target region.
+            lenient: keep only the ids of the target modality and drop the others, as
+                Omni-Diffusion's `tools/inference.py` sorts its outputs by id range. A
+                sampler that does not restrict its output to the modality (the
+                upstream-exact presets) can write, say, a text id into an image.
+
         Raises:
-            VocabError: an id before the end token is not of the target modality (for
-                example a `mask_id` left unfilled).
+            VocabError: (strict) an id before the end token is not of the target modality
+                (for example a `mask_id` left unfilled).
         """
         stop = torch.tensor(sorted(self._stop_ids()), device=target_ids.device)
         hits = torch.isin(target_ids, stop).nonzero()
         content = target_ids[: int(hits[0, 0])] if hits.numel() else target_ids
+        if lenient:
+            keep = self.layout.is_modality(content, self.target_modality)
+            content = content[keep]
         if self.target_modality is Modality.TEXT:
             if bool(torch.isin(content, torch.tensor([self.layout.mask_id])).any()):
                 raise VocabError("the target region still holds mask_id; it was not filled")
@@ -403,6 +419,8 @@ class AsrTemplate(TaskTemplate):
     name: ClassVar[str] = "asr"
     target_modality: ClassVar[Modality] = Modality.TEXT
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.SPEECH,)
+    reference_key: ClassVar[str | None] = "text"
+    text_metric: ClassVar[str] = "wer"
 
     def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
         speech = self._segment(example, "speech_codes", Modality.SPEECH, name)
@@ -441,6 +459,7 @@ class CaptionTemplate(_ImageTokens, TaskTemplate):
     name: ClassVar[str] = "caption"
     target_modality: ClassVar[Modality] = Modality.TEXT
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.IMAGE,)
+    reference_key: ClassVar[str | None] = "caption"
 
     def __post_init__(self) -> None:
         self._check_image_tokens()
@@ -465,6 +484,7 @@ class VqaTemplate(_ImageTokens, TaskTemplate):
     name: ClassVar[str] = "vqa"
     target_modality: ClassVar[Modality] = Modality.TEXT
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.IMAGE, Modality.TEXT)
+    reference_key: ClassVar[str | None] = "answer"
 
     def __post_init__(self) -> None:
         self._check_image_tokens()
@@ -596,6 +616,7 @@ class SpokenVqaTemplate(_ImageTokens, TaskTemplate):
     name: ClassVar[str] = "spoken_vqa"
     target_modality: ClassVar[Modality] = Modality.TEXT
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.IMAGE, Modality.SPEECH)
+    reference_key: ClassVar[str | None] = "answer"
 
     def __post_init__(self) -> None:
         self._check_image_tokens()

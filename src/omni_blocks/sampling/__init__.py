@@ -22,7 +22,12 @@ swappable blocks:
 
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
 from omni_blocks.sampling.choice import TokenChoice, TokenChooser
-from omni_blocks.sampling.guidance import ClassifierFreeGuidance, Guidance
+from omni_blocks.sampling.guidance import (
+    ClassifierFreeGuidance,
+    Guidance,
+    GuidedInput,
+    PromptSwapGuidance,
+)
 from omni_blocks.sampling.penalties import NoPenalty, PositionPenalty, TailPenalty
 from omni_blocks.sampling.planners import (
     BlockPlanner,
@@ -56,6 +61,7 @@ __all__ = [
     "EntropyScorer",
     "FixedCountPlanner",
     "Guidance",
+    "GuidedInput",
     "MarginScorer",
     "MaskedDiffusionSampler",
     "MaxProbScorer",
@@ -64,6 +70,7 @@ __all__ = [
     "Plan",
     "PlanStep",
     "PositionPenalty",
+    "PromptSwapGuidance",
     "RandomScorer",
     "SampleOutput",
     "Sampler",

@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from omni_blocks.backbones.base import EmbeddingSlots
 from omni_blocks.typing import Logits, SeqMask, TokenIds
 from omni_blocks.vocab import Modality, VocabLayout
 
@@ -56,6 +57,7 @@ class Sampler(ABC):
         target_mask: SeqMask | None = None,
         attention_mask: SeqMask | None = None,
         generator: torch.Generator | None = None,
+        slots: EmbeddingSlots | None = None,
     ) -> SampleOutput:
         """Fill the `[MASK]` positions of `ids`.
 
@@ -68,4 +70,5 @@ class Sampler(ABC):
                 penalties and blocks are counted within it.
             attention_mask: False at padding the model must ignore.
             generator: makes sampling deterministic.
+            slots: embeddings given in place of token embeddings at prompt positions.
         """

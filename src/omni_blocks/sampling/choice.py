@@ -48,6 +48,12 @@ class TokenChoice(TokenChooser):
         top_p: nucleus sampling: keep the likeliest tokens up to and including the first one
             at which their cumulative probability exceeds `top_p` (None or 1.0: all). The
             likeliest token is always kept.
+        sort_vocabulary: find the nucleus as Dream's and Omni-Diffusion's `top_p_logits` do
+            (sort the whole row, softmax the sorted logits, cumulative sum), so that the
+            token at the boundary is the same to the bit. Off, the nucleus is searched among
+            the top 8, then 64 tokens first, which keeps the same tokens except where the
+            cumulative sum at the boundary differs from upstream's in its last bit, and is
+            many times faster for a trained model's short nuclei.
 
     Raises:
         ValueError: negative temperature, `top_k < 1` or `top_p` outside `(0, 1]`.
@@ -56,6 +62,7 @@ class TokenChoice(TokenChooser):
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
+    sort_vocabulary: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0 or math.isinf(self.temperature):
@@ -69,7 +76,8 @@ class TokenChoice(TokenChooser):
         if self.temperature > 0:
             logits = logits / self.temperature
         if self.top_p is not None and self.top_p < 1:
-            logits = _top_p(logits, self.top_p)
+            nucleus = _sorted_top_p if self.sort_vocabulary else _top_p
+            logits = nucleus(logits, self.top_p)
         if self.top_k is not None and self.top_k < logits.shape[-1]:
             kth = logits.topk(self.top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, -math.inf)
@@ -90,6 +98,17 @@ class TokenChoice(TokenChooser):
         u = torch.rand(probs.shape[0], 1, generator=generator, device=probs.device)
         picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
         return rearrange(picked, "n 1 -> n").clamp(max=probs.shape[-1] - 1)
+
+
+def _sorted_top_p(logits: CandidateLogits, top_p: float) -> CandidateLogits:
+    """The nucleus by upstream's own steps: sort, softmax of the sorted logits, cumulative
+    sum, drop the tokens after the first one past `top_p`."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cumulative > top_p
+    drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
+    drop[..., 0] = False
+    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), -math.inf)
 
 
 def _top_p(logits: CandidateLogits, top_p: float) -> CandidateLogits:

@@ -240,10 +240,6 @@ class SchedulePlanner(UnmaskPlanner):
         min_tokens: the fewest tokens a deterministic rounding reveals while candidates are
             left (1: every step makes progress; Dream: 0).
         cap_steps: never give a block more steps than it has positions.
-        pool: `"row"`: every row is planned on its own (omni_blocks, and Dream whenever its
-            rows have equal target lengths); `"batch"`: counts and the top-`k` choice run
-            over the masked positions of the whole batch at once, as Omni-Diffusion's
-            `_sample` does (its rows must then have equal target lengths).
         arithmetic: `"exact"`: times and counts in float64; `"float32"`: the time grid is
             `torch.linspace(1, eps, steps + 1)` in float32 and counts are
             `int(r * (1 - m(s) / m(t)))` in float32, exactly as Dream's and
@@ -251,8 +247,8 @@ class SchedulePlanner(UnmaskPlanner):
             value).
 
     Raises:
-        ValueError: `num_steps < 1`, `eps` outside `[0, 1)`, an unknown `rounding`, `pool`
-            or `arithmetic`, or a negative `min_tokens`.
+        ValueError: `num_steps < 1`, `eps` outside `[0, 1)`, an unknown `rounding` or
+            `arithmetic`, or a negative `min_tokens`.
     """
 
     schedule: NoiseSchedule = LinearSchedule()  # noqa: RUF009 (frozen, shared safely)
@@ -261,7 +257,6 @@ class SchedulePlanner(UnmaskPlanner):
     rounding: Literal["floor", "ceil", "stochastic", "bernoulli"] = "floor"
     min_tokens: int = 1
     cap_steps: bool = True
-    pool: Literal["row", "batch"] = "row"
     arithmetic: Literal["exact", "float32"] = "exact"
 
     def __post_init__(self) -> None:
@@ -276,20 +271,8 @@ class SchedulePlanner(UnmaskPlanner):
             )
         if self.min_tokens < 0:
             raise ValueError(f"min_tokens must be >= 0; got {self.min_tokens}")
-        if self.pool not in ("row", "batch"):
-            raise ValueError(f"pool must be 'row' or 'batch'; got {self.pool!r}")
         if self.arithmetic not in ("exact", "float32"):
             raise ValueError(f"arithmetic must be 'exact' or 'float32'; got {self.arithmetic!r}")
-
-    def plan(self, target_mask: SeqMask, masked: SeqMask) -> Plan:
-        if self.pool == "batch":
-            lengths = target_mask.sum(-1)
-            if bool((lengths != lengths[0]).any()):
-                raise ValueError(
-                    "pool='batch' plans the whole batch as one (Omni-Diffusion's sampler), so "
-                    f"every row needs the same target length; got {lengths.tolist()}"
-                )
-        return super().plan(target_mask, masked)
 
     def block_steps(self, block_length: RowCounts, target_length: RowCounts) -> RowCounts:
         share = self.num_steps * block_length // target_length.clamp(min=1)
@@ -359,14 +342,6 @@ class SchedulePlanner(UnmaskPlanner):
     ) -> SeqMask:
         if self.rounding == "bernoulli":
             return self._bernoulli(candidates, step, num_steps, generator)
-        if self.pool == "batch":
-            # one pool: the batch's candidates in row-major order, as upstream flattens them
-            flat_conf, flat_cand = confidence.reshape(1, -1), candidates.reshape(1, -1)
-            remaining = flat_cand.sum(-1)
-            count = self.count(
-                remaining, step=step[:1], num_steps=num_steps[:1], generator=generator
-            )
-            return select_top(flat_conf, flat_cand, count).view_as(candidates)
         remaining = candidates.sum(-1)
         count = self.count(remaining, step=step, num_steps=num_steps, generator=generator)
         return select_top(confidence, candidates, count)

@@ -4,88 +4,153 @@ Each function returns an ordinary
 [`MaskedDiffusionSampler`][omni_blocks.sampling.sampler.MaskedDiffusionSampler]; its fields
 are the blocks below, so a preset is also a readable recipe to copy into a config.
 
-| preset | mirrors | scorer | planner | tokens | extra |
-|---|---|---|---|---|---|
-| `dream_sampler` | Dream-7B README | entropy | schedule, floor | T 0.2, top-p 0.95 | - |
-| `llada_sampler` | LLaDA chat demo | max-prob | blocks of 32, ceil | greedy | CFG |
-| `fast_dllm_sampler` | Fast-dLLM (LLaDA) | max-prob | blocks of 32, threshold 0.9 | greedy | - |
-| `omni_diffusion_sampler` | Omni-Diffusion | entropy | schedule, floor | top-p 0.9 | tail, CFG |
+| preset | mirrors | scorer | planner | tokens | extra | exact |
+|---|---|---|---|---|---|---|
+| `dream_sampler` | Dream | `alg` | floor, >= 0 | T 0.2, p 0.95, k 50 | - | T = 0 |
+| `omni_diffusion_sampler` | Omni-Diffusion | `alg` | floor, >= 1 | p 0.9, k 50 | penalty | T = 0 |
+| `llada_sampler` | LLaDA chat demo | max-prob | blocks of 32 | greedy | CFG | - |
+| `fast_dllm_sampler` | Fast-dLLM | max-prob | blocks of 32, threshold | greedy | - | - |
 
 (Schedule planners use the linear schedule; Dream and Omni-Diffusion with `eps = 1e-3`,
 LLaDA with `eps = 0`. Each function's docstring lists the upstream parameter names.)
 
+**Upstream-exact.** `dream_sampler` and `omni_diffusion_sampler` reproduce the official code
+token for token at temperature 0 (checked against golden fixtures of Dream's and
+Omni-Diffusion's own code on tiny seeded models, `tests/test_upstream.py`), including what
+upstream does implicitly: its generation config inherits `top_k=50` from the model config;
+it counts tokens in float32 on `torch.linspace`'s grid; Dream may reveal no token on a step
+while Omni-Diffusion reveals at least one and caps the steps at the number of new tokens;
+neither restricts the output to the task's modality nor bans `[MASK]` as a token; entropy is
+`sum p log(p + 1e-10)`. Each of these is an option of a block, and the keyword arguments of
+the presets turn omni_blocks' own choices back on (`restrict_to_modality=True`,
+`ban_mask=True`).
+
 What is not reproduced: Dream's `alg_temp` (sampling positions instead of taking the top
-ones), Omni-Diffusion's `entropy-penalty` (a repetition penalty on tokens already written)
-and its task-specific unconditional prompts for CFG (omni_blocks masks the prompt, as LLaDA
-does), KV caches of Fast-dLLM. At temperature > 0, LLaDA scores tokens under the untempered
-softmax (see [`omni_blocks.sampling.scorers`][omni_blocks.sampling.scorers]).
+ones), Omni-Diffusion's `entropy-penalty` (a repetition penalty on tokens already written),
+draw-for-draw equality at temperature > 0 (upstream draws with `torch.distributions`, one
+categorical draw per position), KV caches of Fast-dLLM. At temperature > 0, LLaDA scores
+tokens under the untempered softmax (see
+[`omni_blocks.sampling.scorers`][omni_blocks.sampling.scorers]). The differences that remain
+are listed on the docs page *Differences from the official code*.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from omni_blocks.sampling.choice import TokenChoice
-from omni_blocks.sampling.guidance import ClassifierFreeGuidance
+from omni_blocks.sampling.guidance import ClassifierFreeGuidance, PromptSwapGuidance
 from omni_blocks.sampling.penalties import NoPenalty, PositionPenalty, TailPenalty
 from omni_blocks.sampling.planners import BlockPlanner, SchedulePlanner, ThresholdPlanner
 from omni_blocks.sampling.sampler import MaskedDiffusionSampler
 from omni_blocks.sampling.scorers import (
     ConfidenceScorer,
     EntropyScorer,
+    MarginScorer,
     MaxProbScorer,
     RandomScorer,
 )
 
-__all__ = ["dream_sampler", "fast_dllm_sampler", "llada_sampler", "omni_diffusion_sampler"]
+__all__ = [
+    "DreamAlg",
+    "dream_sampler",
+    "fast_dllm_sampler",
+    "llada_sampler",
+    "omni_diffusion_sampler",
+]
+
+DreamAlg = Literal["origin", "maskgit_plus", "topk_margin", "entropy"]
+"""Dream's (and Omni-Diffusion's) names of its confidence rules (`alg`)."""
+
+UPSTREAM_ENTROPY_EPSILON = 1e-10
+"""`sample_tokens` writes the entropy as `sum p log(p + 1e-10)`."""
 
 
-def _guidance(scale: float) -> ClassifierFreeGuidance | None:
-    return ClassifierFreeGuidance(scale) if scale > 0 else None
+def _guidance(
+    scale: float, unconditional_ids: Sequence[int] | None = None
+) -> ClassifierFreeGuidance | None:
+    if scale <= 0:
+        return None
+    if unconditional_ids:
+        return PromptSwapGuidance(scale, tuple(unconditional_ids))
+    return ClassifierFreeGuidance(scale)
+
+
+def _dream_scorer(alg: DreamAlg) -> ConfidenceScorer:
+    """The scorer of one of Dream's `alg` names (upstream's formulas, to the bit)."""
+    scorers: dict[str, ConfidenceScorer] = {
+        # origin reveals each position by its own draw and ignores the confidence: a scorer
+        # that draws nothing keeps the generator's stream the same as upstream's
+        "origin": MaxProbScorer(),
+        "maskgit_plus": MaxProbScorer(),
+        "topk_margin": MarginScorer(),
+        "entropy": EntropyScorer(epsilon=UPSTREAM_ENTROPY_EPSILON),
+    }
+    if alg not in scorers:
+        raise ValueError(f"unknown alg {alg!r}; Dream's are {sorted(scorers)}")
+    return scorers[alg]
 
 
 def dream_sampler(
     num_steps: int = 512,
     *,
-    scorer: ConfidenceScorer | None = None,
+    alg: DreamAlg = "entropy",
     temperature: float = 0.2,
     top_p: float | None = 0.95,
-    top_k: int | None = None,
+    top_k: int | None = 50,
     eps: float = 1e-3,
     block_length: int | None = None,
+    restrict_to_modality: bool = False,
+    ban_mask: bool = False,
     progress: bool = False,
 ) -> MaskedDiffusionSampler:
     """Dream-7B's `diffusion_generate`, with the settings of Dream's README example.
 
-    Dream's `alg` maps to the scorer: `"entropy"` (default here, as in the README) ->
-    [`EntropyScorer`][omni_blocks.sampling.scorers.EntropyScorer], `"maskgit_plus"` ->
-    [`MaxProbScorer`][omni_blocks.sampling.scorers.MaxProbScorer], `"topk_margin"` ->
-    [`MarginScorer`][omni_blocks.sampling.scorers.MarginScorer], `"origin"` (Dream's
-    generation-config default) ->
-    [`RandomScorer`][omni_blocks.sampling.scorers.RandomScorer], for which the count per step
-    is drawn binomially as in Dream (`rounding="stochastic"`). `steps` is `num_steps`; set
-    `max_new_tokens` by the number of masked positions you pass. Dream's default is 512 steps
-    for 512 new tokens (one token per step); fewer steps decode several tokens per step.
+    `steps` is `num_steps` and `alg` picks the confidence: `"entropy"` (the README's) ->
+    [`EntropyScorer`][omni_blocks.sampling.scorers.EntropyScorer] with upstream's `1e-10`,
+    `"maskgit_plus"` -> [`MaxProbScorer`][omni_blocks.sampling.scorers.MaxProbScorer],
+    `"topk_margin"` -> [`MarginScorer`][omni_blocks.sampling.scorers.MarginScorer],
+    `"origin"` (Dream's generation-config default) -> each masked position revealed by its
+    own uniform draw, `rounding="bernoulli"`. Set `max_new_tokens` by the number of masked
+    positions you pass. Dream's default is 512 steps for 512 new tokens.
+
+    Upstream-exact at temperature 0 (token for token; with `alg="origin"` also draw for
+    draw, given a generator seeded like `torch.manual_seed`): `top_k=50` is what Dream's
+    generation config inherits from the model config unless you pass `top_k`; a step may
+    reveal no token (`int(r * (1 - s / t))`, in float32 on `torch.linspace`'s grid); steps
+    are not capped at the number of tokens; `[MASK]` is not banned and the output is not
+    restricted to the task's modality (turn both back on with the keyword arguments).
 
     Args:
         num_steps: Dream's `steps`.
-        scorer: Dream's `alg` as a scorer (default: entropy).
+        alg: Dream's `alg`.
         temperature: Dream's `temperature`.
         top_p: Dream's `top_p`.
-        top_k: Dream's `top_k`.
+        top_k: Dream's `top_k` (None: no top-k).
         eps: Dream's `eps`, the last time of the grid.
         block_length: Dream's (and Omni-Diffusion's) `block_size`; None: one block.
+        restrict_to_modality: write only the task modality's ids (omni_blocks; not Dream).
+        ban_mask: never write `[MASK]` (omni_blocks; not Dream).
         progress: show a progress bar.
+
+    Raises:
+        ValueError: an unknown `alg`.
     """
-    scorer = EntropyScorer() if scorer is None else scorer
-    rounding: Literal["floor", "stochastic"] = (
-        "stochastic" if isinstance(scorer, RandomScorer) else "floor"
+    planner = SchedulePlanner(
+        num_steps=num_steps,
+        eps=eps,
+        rounding="bernoulli" if alg == "origin" else "floor",
+        min_tokens=0,
+        cap_steps=False,
+        arithmetic="float32",
     )
-    planner = SchedulePlanner(num_steps=num_steps, eps=eps, rounding=rounding)
     return MaskedDiffusionSampler(
         planner=planner if block_length is None else BlockPlanner(planner, block_length),
-        scorer=scorer,
-        choice=TokenChoice(temperature=temperature, top_k=top_k, top_p=top_p),
+        scorer=_dream_scorer(alg),
+        choice=TokenChoice(temperature=temperature, top_k=top_k, top_p=top_p, sort_vocabulary=True),
+        restrict_to_modality=restrict_to_modality,
+        ban_mask=ban_mask,
         progress=progress,
     )
 
@@ -139,14 +204,13 @@ def fast_dllm_sampler(
     temperature: float = 0.0,
     progress: bool = False,
 ) -> MaskedDiffusionSampler:
-    """Fast-dLLM's confidence-aware parallel decoding on LLaDA (without its KV caches).
+    """Fast-dLLM's confidence-aware parallel decoding on LLaDA.
 
     Inside each block of `block_length` (Fast-dLLM's evaluations: 32), every masked token
     whose probability is at least `threshold` (0.9) is decoded at once, and at least the most
     confident one; the number of steps follows the model's confidence. This is Fast-dLLM's
-    `generate(..., threshold=0.9)` with `remasking="low_confidence"`. Its KV-cache variants
-    (prefix and dual cache) are approximations that save compute, not different decoding
-    rules, and are not reproduced.
+    `generate(..., threshold=0.9)` with `remasking="low_confidence"`. Its KV caches (prefix
+    and dual cache) are approximations that save compute, not different decoding rules.
 
     Args:
         threshold: Fast-dLLM's `threshold`.
@@ -166,10 +230,15 @@ def fast_dllm_sampler(
 def omni_diffusion_sampler(
     num_steps: int = 256,
     *,
+    alg: DreamAlg = "entropy",
     position_penalty: float = 1.0,
     guidance_scale: float = 0.0,
     top_p: float | None = 0.9,
+    top_k: int | None = 50,
     block_length: int | None = None,
+    unconditional_ids: Sequence[int] | None = None,
+    restrict_to_modality: bool = False,
+    ban_mask: bool = False,
     progress: bool = False,
 ) -> MaskedDiffusionSampler:
     """Omni-Diffusion's decoding (`tools/inference.py` calling its Dream `_sample`).
@@ -188,27 +257,51 @@ def omni_diffusion_sampler(
     | VQA | 64 | 64 | 1.0 | 0 |
     | TTS, ASR | 50 | 25 | 1.0 | 0 |
 
-    Upstream image and spoken-VQA runs use `entropy-penalty`, which adds a repetition
-    penalty (1.2 to 1.5) that omni_blocks does not implement, and build the unconditional
-    CFG input from a task prompt rather than by masking the prompt.
+    Upstream-exact at temperature 0, token for token: `top_k=50` is what its generation
+    config inherits from the model config (`tools/inference.py` passes no `top_k`); at least
+    one token per step (`max(number_transfer_tokens, 1)`); steps capped at the number of new
+    tokens; counts in float32; no ban of `[MASK]` and no modality restriction (turn both back
+    on with the keyword arguments). Its `_sample` runs one row at a time (with more rows it
+    fails); the tail penalty here counts each row's own masked positions, which is the same
+    on every batch upstream accepts. Upstream image and spoken-VQA runs use
+    `entropy-penalty`, which adds a repetition penalty (1.2 to 1.5) that omni_blocks does
+    not implement. With `guidance_scale > 0` and `unconditional_ids`, the unconditional pass
+    reads that prompt exactly as upstream's speech-to-image guidance does
+    ([`PromptSwapGuidance`][omni_blocks.sampling.guidance.PromptSwapGuidance]; encode
+    `PromptSwapGuidance.SPEECH_TO_IMAGE_UNCONDITIONAL` with the text tokenizer); without
+    them it masks the prompt (LLaDA's way).
 
     Args:
         num_steps: upstream `steps`.
+        alg: upstream `alg` (`"entropy"` in every task of `tools/inference.py`).
         position_penalty: upstream `max_position_penalty` (1.0: no penalty; 2.0 for images).
         guidance_scale: upstream `cfg`.
         top_p: upstream `top_p`.
+        top_k: upstream's effective `top_k` (50, from the model config; None: no top-k).
         block_length: upstream `block_size`; None for a single block (upstream default).
+        unconditional_ids: the unconditional prompt of guidance (upstream's task prompt).
+        restrict_to_modality: write only the task modality's ids (omni_blocks; not upstream).
+        ban_mask: never write `[MASK]` (omni_blocks; not upstream).
         progress: show a progress bar.
     """
-    planner = SchedulePlanner(num_steps=num_steps, eps=1e-3, rounding="floor")
+    planner = SchedulePlanner(
+        num_steps=num_steps,
+        eps=1e-3,
+        rounding="bernoulli" if alg == "origin" else "floor",
+        min_tokens=1,
+        cap_steps=True,
+        arithmetic="float32",
+    )
     penalty: PositionPenalty = (
         NoPenalty() if position_penalty == 1.0 else TailPenalty(strength=position_penalty)
     )
     return MaskedDiffusionSampler(
         planner=planner if block_length is None else BlockPlanner(planner, block_length),
-        scorer=EntropyScorer(),
+        scorer=_dream_scorer(alg),
         penalty=penalty,
-        choice=TokenChoice(temperature=0.0, top_p=top_p),
-        guidance=_guidance(guidance_scale),
+        choice=TokenChoice(temperature=0.0, top_p=top_p, top_k=top_k, sort_vocabulary=True),
+        guidance=_guidance(guidance_scale, unconditional_ids),
+        restrict_to_modality=restrict_to_modality,
+        ban_mask=ban_mask,
         progress=progress,
     )

@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from omni_blocks.backbones.base import EmbeddingSlots
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
 from omni_blocks.sampling.choice import TokenChoice, TokenChooser
 from omni_blocks.sampling.guidance import ClassifierFreeGuidance, Guidance
@@ -120,11 +121,13 @@ class MaskedDiffusionSampler(Sampler):
         target_mask: SeqMask | None = None,
         attention_mask: SeqMask | None = None,
         generator: torch.Generator | None = None,
+        slots: EmbeddingSlots | None = None,
     ) -> SampleOutput:
         """Fill the `[MASK]` positions of `ids`.
 
         Args:
-            model: the denoiser, called as `model(ids, attention_mask)`.
+            model: the denoiser, called as `model(ids, attention_mask)` (with `slots=...`
+                when there are slots).
             ids: prompt and target; `layout.mask_id` marks positions to generate. Rows may
                 have different prompt and target lengths (pad with any non-mask id and set
                 `attention_mask`).
@@ -138,6 +141,8 @@ class MaskedDiffusionSampler(Sampler):
             generator: makes sampling deterministic; it must live on the device of `ids`.
                 The sampler runs under `torch.no_grad()` and leaves the model's mode alone:
                 call `model.eval()` first so that dropout is off.
+            slots: embeddings given in place of token embeddings (the speech the model
+                hears); they sit in the prompt and pass to the model unchanged at every step.
 
         Returns:
             The filled ids, the number of denoiser evaluations, and the trajectory: the step
@@ -154,6 +159,8 @@ class MaskedDiffusionSampler(Sampler):
         ids, target_mask, attention_mask, mod = _check_inputs(
             ids, layout, modality, target_mask, attention_mask, generator
         )
+        if slots is not None and bool((slots.positions.to(ids.device) & target_mask).any()):
+            raise ValueError("embedding slots lie in the target region; they belong to the prompt")
         mask_id = layout.mask_id
         x = ids.clone()
         masked = x == mask_id
@@ -162,9 +169,7 @@ class MaskedDiffusionSampler(Sampler):
             return SampleOutput(ids=x, nfe=0, trajectory=trajectory)
 
         plan = self.planner.plan(target_mask, masked)
-        prompt = target_mask.logical_not()
-        if attention_mask is not None:
-            prompt = prompt & attention_mask
+        denoise = _Denoise(model, self.guidance, target_mask, attention_mask, slots, layout)
         allowed: _Allowed | None = None
         nfe = 0
         with torch.no_grad(), tqdm(total=plan.max_steps, disable=not self.progress) as bar:
@@ -176,8 +181,8 @@ class MaskedDiffusionSampler(Sampler):
                 now = plan.advance(masked)
                 candidates = now.candidates
                 # 2. the denoiser's logits (conditional and unconditional with guidance)
-                logits, evaluations = self._denoise(model, x, attention_mask, prompt, mask_id)
-                nfe += evaluations
+                logits = denoise(x)
+                nfe += denoise.evaluations
                 if allowed is None:
                     restrict = mod if self.restrict_to_modality else None
                     allowed = _Allowed(layout, restrict, logits.shape[-1], self.ban_mask)
@@ -225,22 +230,48 @@ class MaskedDiffusionSampler(Sampler):
             )
         return SampleOutput(ids=x, nfe=nfe, trajectory=trajectory)
 
-    def _denoise(
+
+class _Denoise:
+    """The denoiser's logits of the current sequence: one pass, or with guidance the
+    conditional and unconditional passes stacked along the batch (`2 * batch` rows)."""
+
+    def __init__(
         self,
         model: Denoiser,
-        x: TokenIds,
+        guidance: Guidance | None,
+        target_mask: SeqMask,
         attention_mask: SeqMask | None,
-        prompt: SeqMask,
-        mask_id: int,
-    ) -> tuple[StackedLogits, int]:
-        """Logits of the current sequence; with guidance, conditional and unconditional
-        stacked along the batch (`2 * batch` rows)."""
+        slots: EmbeddingSlots | None,
+        layout: VocabLayout,
+    ) -> None:
+        self.model, self.guidance = model, guidance
+        self.target_mask, self.attention_mask, self.slots = target_mask, attention_mask, slots
+        self.layout = layout
+        self.evaluations = 1 if guidance is None else 2
+
+    def __call__(self, x: TokenIds) -> StackedLogits:
         if self.guidance is None:
-            return _checked(model(x, attention_mask), x), 1
-        uncond = self.guidance.unconditional(x, prompt, mask_id)
-        both = torch.cat([x, uncond])
-        mask = None if attention_mask is None else torch.cat([attention_mask, attention_mask])
-        return _checked(model(both, mask), both), 2
+            return self._run(x, self.attention_mask, self.slots)
+        uncond = self.guidance.unconditional_input(
+            x,
+            target_mask=self.target_mask,
+            attention_mask=self.attention_mask,
+            mask_id=self.layout.mask_id,
+            pad_id=self.layout.pad_id,
+        )
+        both = torch.cat([x, uncond.ids])
+        masks = [self.attention_mask, uncond.attention_mask]
+        mask = None
+        if any(m is not None for m in masks):
+            mask = torch.cat(
+                [torch.ones_like(x, dtype=torch.bool) if m is None else m for m in masks]
+            )
+        slots = EmbeddingSlots.concat([self.slots, uncond.slots], [x.shape, x.shape])
+        return self._run(both, mask, slots)
+
+    def _run(self, ids: TokenIds, mask: SeqMask | None, slots: EmbeddingSlots | None) -> Tensor:
+        logits = self.model(ids, mask) if slots is None else self.model(ids, mask, slots=slots)  # type: ignore[call-arg]
+        return _checked(logits, ids)
 
 
 def _checked(logits: Tensor, ids: Tensor) -> Tensor:
