@@ -12,6 +12,7 @@ from omni_blocks.masking import (
     Corruption,
     FullSequenceMasking,
     MaskStrategy,
+    PerTokenTimeMasking,
     SpanMasking,
     UniformMasking,
     check_corruption_inputs,
@@ -295,3 +296,24 @@ def test_strategies_reject_bad_input(strategy: MaskStrategy) -> None:
 def test_bad_strategy_parameters_raise(factory: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         factory()  # type: ignore[operator]
+
+
+def test_per_token_time_masks_half_of_content_and_less_of_pads() -> None:
+    # upstream's marginals: E[(1 - eps) t + eps] = 0.5005 for content, 0.6 x that for pads
+    layout = VocabLayout(
+        text_size=10, speech_size=0, image_size=0, special_ids={"mask": 9, "pad": 0}
+    )
+    ids = torch.randint(1, 9, (400, 50), generator=torch.Generator().manual_seed(0))
+    ids[:, 40:] = layout.pad_id
+    target = torch.ones_like(ids, dtype=torch.bool)
+    target[:, :5] = False
+    out = PerTokenTimeMasking()(
+        ids, target, torch.full((400,), 0.5), schedule=LinearSchedule(), layout=layout,
+        generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    content = out.mask[:, 5:40].float().mean()
+    pads = out.mask[:, 40:].float().mean()
+    assert not bool(out.mask[:, :5].any())
+    # 14,000 and 4,000 Bernoulli draws: 5 standard deviations
+    assert abs(float(content) - 0.5005) < 5 * (0.25 / 14_000) ** 0.5
+    assert abs(float(pads) - 0.3003) < 5 * (0.21 / 4_000) ** 0.5

@@ -17,6 +17,7 @@ on, so the same file runs on a laptop CPU and on a GPU cluster.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightning as L
@@ -28,7 +29,24 @@ __all__ = ["OmniCLI", "cli", "main"]
 
 
 class OmniCLI(LightningCLI):
-    """LightningCLI with `OmniDiffusionModule` as the model and any data module."""
+    """LightningCLI with `OmniDiffusionModule` as the model and any data module.
+
+    A checkpoint given with `--ckpt_path` is always read with `weights_only=True` (plain
+    data, never unpickled objects), and a URL is refused: download it yourself, from a
+    source you trust.
+    """
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        path = kwargs.get("ckpt_path")
+        if isinstance(path, str) and re.match(r"^[a-z][a-z0-9+.-]*://", path):
+            raise ValueError(
+                f"--ckpt_path {path} is a URL; download the checkpoint and pass the local file "
+                "(a remote checkpoint is never unpickled)"
+            )
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            kwargs["weights_only"] = True
+        return kwargs
 
 
 def cli(args: list[str] | dict[str, Any] | None = None, *, run: bool = True) -> OmniCLI:

@@ -54,7 +54,7 @@ from omni_blocks.vocab import VocabLayout
 __all__ = ["OmniDiffusionModule", "StepOutput"]
 
 # Separate random streams for training, validation and test draws.
-_TRAIN, _VAL, _TEST = 0, 1, 2
+_TRAIN, _VAL, _TEST, _DROPOUT = 0, 1, 2, 3
 # Blocks are frozen dataclasses: one shared default instance is safe.
 _SCHEDULE, _TIMES, _MASKING = LinearSchedule(), UniformTime(), UniformMasking()
 _OPTIMIZER, _LR = AdamWConfig(), ConstantLR()
@@ -238,10 +238,18 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         return self.global_step * accumulate + batch_idx % accumulate
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        """One optimisation step's loss; logs `train/loss`."""
+        """One optimisation step's loss; logs `train/loss`.
+
+        Dropout draws from torch's global generator, which Lightning does not checkpoint: the
+        step runs with that generator seeded from `(seed, step, rank)` too (and restored
+        after), so a resumed run drops out the same units as an uninterrupted one.
+        """
         ids = batch["input_ids"]
         parts = (_TRAIN, self._micro_step(batch_idx), self.global_rank)
-        out = self.step(batch, self._generator(ids.device, *parts))
+        devices = [ids.device] if ids.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(_mix_seed(self.seed, _DROPOUT, *parts))
+            out = self.step(batch, self._generator(ids.device, *parts))
         self.log("train/loss", out.loss, prog_bar=True, batch_size=ids.shape[0])
         return out.loss
 

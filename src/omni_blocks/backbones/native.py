@@ -467,6 +467,14 @@ class NativeTransformer(nn.Module):
         ]
         if wrong:
             raise ValueError(f"shape mismatch for {len(wrong)} parameters: {wrong[:5]}")
+        integers = [
+            f"{n}: {state[n].dtype}" for n in sorted(needed) if not state[n].is_floating_point()
+        ]
+        if integers:
+            raise ValueError(
+                f"the checkpoint holds {len(integers)} non-float tensors for float parameters, "
+                f"e.g. {integers[:3]}; it is not a model checkpoint (or was quantised)"
+            )
         unused = sorted(set(state) - needed - {"lm_head.weight"})
         if unused:
             message = (

@@ -33,7 +33,14 @@ from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.vocab import VocabLayout
 
-__all__ = ["MixtureOrder", "OmniDataModule", "SequenceCollator", "TaskMixture", "TemplateDataset"]
+__all__ = [
+    "MixtureOrder",
+    "OmniDataModule",
+    "ResumableLoader",
+    "SequenceCollator",
+    "TaskMixture",
+    "TemplateDataset",
+]
 
 
 class TemplateDataset(Dataset[TaskSequence]):
@@ -290,6 +297,42 @@ class SequenceCollator:
         )
 
 
+class ResumableLoader(DataLoader[TaskSequence]):
+    """A `DataLoader` over a [`MixtureOrder`][omni_blocks.data.mixture.MixtureOrder] that
+    Lightning can checkpoint and restore (its `state_dict` / `load_state_dict` interface).
+
+    The state is the position in the mixture's order, `(epoch, samples consumed)`, read from
+    the trainer's progress when the checkpoint is written; restoring it makes the order
+    resume exactly where the interrupted run stopped.
+
+    Args:
+        position: returns `(epoch, consumed samples, rank, world size)` now.
+        *args: `DataLoader`'s arguments; its `sampler` must be a `MixtureOrder`.
+        **kwargs: `DataLoader`'s keyword arguments.
+    """
+
+    def __init__(self, position: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, MixtureOrder):
+            raise TypeError("ResumableLoader needs a MixtureOrder sampler")
+        self._position = position
+
+    def state_dict(self) -> dict[str, int]:
+        """`{"epoch": ..., "start": ...}`: where the order stands."""
+        epoch, start, _, _ = self._position()
+        return {"epoch": int(epoch), "start": int(start)}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Continue the order from a saved position (before the first batch is drawn)."""
+        order = self.sampler
+        assert isinstance(order, MixtureOrder)
+        order.start_epoch, order.start, order.iterations = (
+            int(state["epoch"]),
+            int(state["start"]),
+            0,
+        )
+
+
 class OmniDataModule(pl.LightningDataModule):
     """Batches of task sequences for `Trainer.fit`, reproducible across resumes.
 
@@ -403,7 +446,8 @@ class OmniDataModule(pl.LightningDataModule):
         sampler = MixtureOrder(
             self.train, rank=rank, world_size=world, start=start, start_epoch=epoch
         )
-        return DataLoader(
+        return ResumableLoader(
+            self._resume_point,
             self.train,
             batch_size=self.batch_size,
             sampler=sampler,

@@ -33,6 +33,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 __all__ = [
+    "MAX_PEAK",
     "LogMelSpectrogram",
     "check_waveforms",
     "griffin_lim",
@@ -274,6 +275,11 @@ def mel_filterbank(
 
 
 # ---------------------------------------------------------------------------- validation
+MAX_PEAK = 1.5
+"""The largest sample magnitude `check_waveforms` accepts: audio is in `[-1, 1]`; a little
+clipping passes, audio in another scale (int16 values as floats) does not."""
+
+
 def check_waveforms(
     waveforms: object,
     *,
@@ -298,7 +304,8 @@ def check_waveforms(
 
     Raises:
         ValueError: wrong sample rate (resample first), more than one channel (mix down
-            first), empty or non-finite audio, or an unsupported shape.
+            first), empty or non-finite audio, samples far outside `[-1, 1]`, or an
+            unsupported shape.
         TypeError: not a tensor, or not floating point (integer PCM must be scaled to
             `[-1, 1]` first).
     """
@@ -362,6 +369,12 @@ def check_waveforms(
             raise ValueError(f"{name}[{i}] is empty (0 samples)")
         if not bool(torch.isfinite(wave).all()):
             raise ValueError(f"{name}[{i}] contains NaN or infinite samples")
+        peak = float(wave.abs().max())
+        if peak > MAX_PEAK:
+            raise ValueError(
+                f"{name}[{i}] peaks at {peak:.4g}, but samples must lie in [-1, 1] (a little "
+                "clipping is tolerated); scale the audio (int16 PCM: divide by 32768)"
+            )
         out.append(wave.float())
     return out, single
 

@@ -398,6 +398,11 @@ class TextTokenizer:
         """
         if isinstance(batch, str):
             return self._encode_many([batch])[0]
+        if not isinstance(batch, Sequence):
+            raise TypeError(
+                f"TextTokenizer.encode expects a string or a list of strings, got "
+                f"{type(batch).__name__}"
+            )
         texts = list(batch)
         bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
         if bad:
