@@ -30,6 +30,7 @@ from omni_blocks.data import (
     AsrTemplate,
     CaptionTemplate,
     DataError,
+    GreedyPacking,
     InpaintingTemplate,
     TaskMixture,
     TaskSequence,
@@ -53,10 +54,12 @@ from omni_blocks.optim import AdamWConfig, WarmupCosine
 from omni_blocks.sampling import (
     BlockPlanner,
     ClassifierFreeGuidance,
+    DualCache,
     EntropyScorer,
     FixedCountPlanner,
     MaskedDiffusionSampler,
     NonFiniteLogitsError,
+    PrefixCache,
     PromptSwapGuidance,
     SchedulePlanner,
     TailPenalty,
@@ -668,6 +671,55 @@ CASES: list[tuple[str, Callable[[], Any], tuple[type[BaseException], ...], str]]
         lambda: net()(torch.zeros(1, 40, dtype=torch.long)),
         V,
         "longer than this backbone's max_position_embeddings=32",
+    ),
+    (
+        "backbone mask and segments",
+        lambda: net()(
+            torch.zeros(1, 4, dtype=torch.long),
+            torch.ones(1, 4, dtype=torch.bool),
+            segment_ids=torch.ones(1, 4, dtype=torch.long),
+        ),
+        V,
+        "either attention_mask or segment_ids",
+    ),
+    (
+        "backbone segments shape",
+        lambda: net()(torch.zeros(1, 4, dtype=torch.long), segment_ids=torch.ones(1, 3).long()),
+        V,
+        "segment_ids must have the shape of input_ids",
+    ),
+    (
+        "backbone float segments",
+        lambda: net()(torch.zeros(1, 4, dtype=torch.long), segment_ids=torch.ones(1, 4)),
+        T,
+        "segment_ids must be an integer tensor",
+    ),
+    (
+        "backbone negative segments",
+        lambda: net()(torch.zeros(1, 2, dtype=torch.long), segment_ids=torch.tensor([[1, -1]])),
+        V,
+        "segment_ids must be >= 0",
+    ),
+    ("packing length", lambda: GreedyPacking(length=0), V, "length must be >= 1"),
+    ("packing float mask", lambda: GreedyPacking().plan(torch.ones(2, 3)), V, "2-d bool"),
+    ("cache refresh", lambda: PrefixCache(refresh_every=-1), V, "refresh_every must be >= 0"),
+    (
+        "cache bad window",
+        lambda: net().forward_cached(
+            torch.zeros(1, 4, dtype=torch.long),
+            cache=net().forward_cached(torch.zeros(1, 4, dtype=torch.long))[1],
+            window=(3, 2),
+        ),
+        V,
+        "window must be",
+    ),
+    (
+        "cache without caching backbone",
+        lambda: MaskedDiffusionSampler(cache=DualCache())(
+            constant(0.0), torch.tensor([[1, L.mask_id]]), layout=L
+        ),
+        T,
+        "forward_cached",
     ),
     (
         "backbone meta ids",

@@ -13,7 +13,8 @@ One training step on a batch of `omni_blocks.data.collate_sequences`
 1. `t = time_distribution.sample(batch)`: one diffusion time per row;
 2. `corruption = mask_strategy(input_ids, target_mask, t, schedule=..., layout=...)`: the
    noisy ids `x_t` (only target positions are ever masked);
-3. `logits = backbone(corruption.noisy_ids, attention_mask)`;
+3. `logits = backbone(corruption.noisy_ids, attention_mask)` (with a `packing` policy, on
+   the examples packed several to a row, and put back in the batch's layout);
 4. `loss = masked_diffusion_loss(logits, input_ids, corruption, normalization=...)`.
 
 Every random draw of a step comes from a generator seeded by `(seed, step, rank)`, so a run
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from omni_blocks.checkpointing import PretrainedMixin
 from omni_blocks.config import SerializationError, block_config, build_object
 from omni_blocks.data.collate import check_batch
+from omni_blocks.data.packing import NoPacking, Packing
 from omni_blocks.data.templates import TASK_NAMES, TaskTemplate
 from omni_blocks.generation import generate
 from omni_blocks.loss import (
@@ -57,7 +59,7 @@ __all__ = ["OmniDiffusionModule", "StepOutput"]
 _TRAIN, _VAL, _TEST, _DROPOUT = 0, 1, 2, 3
 # Blocks are frozen dataclasses: one shared default instance is safe.
 _SCHEDULE, _TIMES, _MASKING = LinearSchedule(), UniformTime(), UniformMasking()
-_OPTIMIZER, _LR = AdamWConfig(), ConstantLR()
+_OPTIMIZER, _LR, _PACKING = AdamWConfig(), ConstantLR(), NoPacking()
 
 
 @dataclass
@@ -105,6 +107,11 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
             Lightning `.ckpt`, a `save_pretrained` folder, or a hub repository id of one.
             Loaded once, when `fit` starts; a `ckpt_path` given to `fit` (resuming this same
             stage) is restored after it and wins.
+        packing: how the training and evaluation steps lay examples out for the backbone:
+            [`NoPacking`][omni_blocks.data.packing.NoPacking] (one per row, padded) or
+            [`GreedyPacking`][omni_blocks.data.packing.GreedyPacking] (several per row,
+            attention kept inside each; the backbone must take `segment_ids`). The loss is
+            the same either way, up to float rounding.
 
     Raises:
         ValueError: an unknown normalisation, a negative seed, or a backbone whose vocabulary
@@ -124,6 +131,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         lr_schedule: LRSchedule = _LR,
         seed: int = 0,
         init_from: str | None = None,
+        packing: Packing = _PACKING,
     ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
@@ -152,6 +160,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         self.lr_schedule = lr_schedule
         self.seed = seed
         self.init_from = init_from
+        self.packing = packing
         self._initialized_from: str | None = None  # the weights loaded from init_from
         # one MeanMetric per task; every rank holds every built-in task's (DDP syncs them all)
         self.task_losses = TaskMeans(TASK_NAMES)
@@ -171,7 +180,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         except SerializationError as err:
             warnings.warn(f"the backbone is not recorded in checkpoints: {err}", stacklevel=2)
             backbone = None
-        blocks = ("schedule", "time_distribution", "mask_strategy", "lr_schedule")
+        blocks = ("schedule", "time_distribution", "mask_strategy", "lr_schedule", "packing")
         config: dict[str, Any] = {"backbone": backbone, "layout": self.layout.to_dict()}
         config.update({name: block_config(getattr(self, name)) for name in blocks})
         config["sampler"] = None if self.sampler is None else block_config(self.sampler)
@@ -216,13 +225,30 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         corruption = self.mask_strategy(
             ids, target, t, schedule=self.schedule, layout=self.layout, generator=generator
         )
-        # Without padding the attention needs no mask (the fast path of SDPA).
-        logits = self(corruption.noisy_ids, None if bool(attention.all()) else attention)
+        logits = self._logits(corruption.noisy_ids, attention)
         kwargs = {"t": t, "schedule": self.schedule, "target_mask": target}
         loss = masked_diffusion_loss(
             logits, ids, corruption, normalization=self.normalization, **kwargs
         )
         return StepOutput(loss=loss, logits=logits, corruption=corruption, t=t)
+
+    def _logits(self, noisy_ids: TokenIds, attention: SeqMask) -> Logits:
+        packed = self.packing.plan(attention)
+        if packed is None:
+            # Without padding the attention needs no mask (the fast path of SDPA).
+            return self(noisy_ids, None if bool(attention.all()) else attention)
+        ids = packed.pack(noisy_ids, pad_id=self.layout.pad_id)
+        try:
+            out = self.backbone(ids, segment_ids=packed.segment_ids)
+        except TypeError as err:
+            if "segment_ids" not in str(err):
+                raise
+            raise TypeError(
+                f"{type(self.backbone).__name__} takes no `segment_ids`, which packing "
+                "needs; use packing: NoPacking (or a NativeTransformer backbone)"
+            ) from err
+        logits: Logits = packed.unpack(out)
+        return logits
 
     def _generator(self, device: torch.device, *parts: int) -> torch.Generator:
         generator = torch.Generator(device=device)

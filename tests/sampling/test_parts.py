@@ -136,41 +136,49 @@ def test_penalty_bad_parameters() -> None:
 def test_top_k_keeps_the_k_largest() -> None:
     logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 2.5]])
     kept = TokenChoice(top_k=2).filter(logits)
-    assert torch.isfinite(kept).tolist() == [[False, True, False, False, True]]
+    assert kept.columns is not None and kept.columns.tolist() == [[1, 4]]  # compact
+    assert torch.isfinite(kept.dense(5)).tolist() == [[False, True, False, False, True]]
+
+
+def test_top_k_keeps_ties_with_the_kth_like_upstream() -> None:
+    logits = torch.tensor([[0.1, 3.0, 2.0, 2.0, -1.0]])
+    kept = TokenChoice(top_k=2).filter(logits).dense(5)
+    assert torch.isfinite(kept).tolist() == [[False, True, True, True, False]]
 
 
 def test_top_p_keeps_the_nucleus_like_upstream() -> None:
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     logits = probs.log()
     # cumulative 0.5, 0.8, 0.95, 1.0: top_p 0.8 keeps tokens until the cumulative exceeds it
-    assert torch.isfinite(TokenChoice(top_p=0.8).filter(logits)).tolist() == [
+    assert torch.isfinite(TokenChoice(top_p=0.8).filter(logits).dense(4)).tolist() == [
         [True, True, True, False]
     ]
-    assert torch.isfinite(TokenChoice(top_p=0.4).filter(logits)).tolist() == [
+    assert torch.isfinite(TokenChoice(top_p=0.4).filter(logits).dense(4)).tolist() == [
         [True, False, False, False]
     ]
-    assert torch.equal(TokenChoice(top_p=1.0).filter(logits), logits)
+    assert torch.equal(TokenChoice(top_p=1.0).filter(logits).logits, logits)
 
 
 @pytest.mark.parametrize("top_p", [0.1, 0.5, 0.9, 0.95])
-def test_top_p_matches_a_full_sort(top_p: float) -> None:
-    # the nucleus search widens from the top 8 tokens; compare with upstream's full sort
+@pytest.mark.parametrize("top_k", [None, 1, 5, 50])
+def test_truncation_keeps_what_a_full_sort_keeps(top_p: float, top_k: int | None) -> None:
+    # the nucleus search widens from the top tokens; compare with upstream's full sort
+    # (sort_vocabulary=True runs upstream's steps), over flat and peaked rows, with ties
     gen = torch.Generator().manual_seed(0)
-    for scale in (0.1, 1.0, 3.0, 10.0):
+    for scale in (0.01, 0.1, 1.0, 3.0, 10.0, 30.0):
         logits = torch.randn(64, 300, generator=gen) * scale
-        ordered, order = logits.sort(dim=-1, descending=True)
-        cumulative = ordered.softmax(-1).cumsum(-1)
-        drop_sorted = torch.zeros_like(cumulative, dtype=torch.bool)
-        drop_sorted[:, 1:] = cumulative[:, :-1] > top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        kept = torch.isfinite(TokenChoice(top_p=top_p).filter(logits))
-        assert torch.equal(kept, ~drop)
+        logits[:8] = logits[:8].round()  # ties
+        fast = TokenChoice(top_p=top_p, top_k=top_k).filter(logits)
+        slow = TokenChoice(top_p=top_p, top_k=top_k, sort_vocabulary=True).filter(logits)
+        assert slow.columns is None
+        assert torch.equal(torch.isfinite(fast.dense(300)), torch.isfinite(slow.logits))
+        assert torch.equal(fast.dense(300), slow.logits)
 
 
 def test_temperature_draws_follow_the_tempered_softmax() -> None:
     logits = torch.tensor([[0.0, math.log(3.0)]]).expand(20_000, -1)
     choice = TokenChoice(temperature=2.0)
-    probs = choice.filter(logits).softmax(-1)
+    probs = choice.filter(logits).logits.softmax(-1)
     drawn = choice.draw(probs, generator=torch.Generator().manual_seed(0))
     expected = math.sqrt(3) / (1 + math.sqrt(3))  # p(1) at temperature 2
     assert abs(drawn.float().mean().item() - expected) < 0.015

@@ -5,7 +5,8 @@ modalities and inpainting masks (hypothesis).
 - given tokens (prompt, padding, known tokens of an inpainting target) never change;
 - with a modality, every written id is one the layout allows for it;
 - the same seed gives the same output;
-- greedy decoding of a row does not depend on the other rows of its batch.
+- greedy decoding of a row does not depend on the other rows of its batch;
+- a key/value cache refreshed at every step gives the uncached sampler's output.
 
 The denoiser is exact in floating point (integer-valued tables, summed), so a row's logits
 are the same bits in any batch.
@@ -14,6 +15,7 @@ are the same bits in any batch.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,14 +23,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omni_blocks import Modality, VocabLayout
+from omni_blocks.backbones import NativeTransformer
 from omni_blocks.sampling import (
     BlockPlanner,
+    DualCache,
     EntropyScorer,
     FixedCountPlanner,
     MarginScorer,
     MaskedDiffusionSampler,
     MaxProbScorer,
     NoPenalty,
+    PrefixCache,
     RandomScorer,
     SchedulePlanner,
     TailPenalty,
@@ -182,3 +187,32 @@ def test_the_modality_restriction_is_what_the_layout_allows() -> None:
         layout.end_id(Modality.IMAGE),
         layout.pad_id,
     }
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems(), planners, scorers, penalties, st.sampled_from(["prefix", "dual"]))
+def test_a_cache_refreshed_every_step_changes_nothing(
+    problem: dict[str, Any], planner: Any, scorer: Any, penalty: Any, kind: str
+) -> None:
+    layout, ids = problem["layout"], problem["ids"]
+    torch.manual_seed(0)
+    net = NativeTransformer(
+        vocab_size=layout.vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        shift_logits=True,
+    ).eval()
+    cache = PrefixCache(refresh_every=1) if kind == "prefix" else DualCache(refresh_every=1)
+    sampler = MaskedDiffusionSampler(planner=planner, scorer=scorer, penalty=penalty)
+    kwargs = {
+        "layout": layout,
+        "modality": problem["modality"],
+        "target_mask": problem["target_mask"],
+    }
+    plain = sampler(net, ids, **kwargs, generator=torch.Generator().manual_seed(0))
+    cached = replace(sampler, cache=cache)(
+        net, ids, **kwargs, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(plain.ids, cached.ids)

@@ -441,7 +441,7 @@ def test_presets_carry_the_published_settings() -> None:
     # arithmetic (float32 grid, a step may reveal nothing, no cap on the steps)
     dream = dream_sampler()
     assert dream.scorer == EntropyScorer(epsilon=1e-10)
-    assert dream.choice == TokenChoice(temperature=0.2, top_p=0.95, top_k=50, sort_vocabulary=True)
+    assert dream.choice == TokenChoice(temperature=0.2, top_p=0.95, top_k=50)
     assert dream.planner == SchedulePlanner(
         num_steps=512, eps=1e-3, rounding="floor", min_tokens=0, cap_steps=False,
         arithmetic="float32",
@@ -460,7 +460,7 @@ def test_presets_carry_the_published_settings() -> None:
     assert fast.planner == BlockPlanner(ThresholdPlanner(0.9), 32)
     omni = omni_diffusion_sampler(260, position_penalty=2.0, guidance_scale=2.0)
     assert omni.scorer == EntropyScorer(epsilon=1e-10)
-    assert omni.choice == TokenChoice(temperature=0.0, top_p=0.9, top_k=50, sort_vocabulary=True)
+    assert omni.choice == TokenChoice(temperature=0.0, top_p=0.9, top_k=50)
     assert omni.guidance == ClassifierFreeGuidance(2.0)
     assert type(omni.penalty).__name__ == "TailPenalty"
     assert isinstance(omni.planner, SchedulePlanner) and omni.planner.min_tokens == 1

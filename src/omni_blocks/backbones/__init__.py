@@ -6,18 +6,29 @@
   [`PretrainedTransformer`][omni_blocks.backbones.PretrainedTransformer] loads a checkpoint.
 - [`HFBackbone`][omni_blocks.backbones.HFBackbone]: a `transformers` model (Qwen2 with
   `is_causal=False`) behind the same protocol.
+- [`CachingBackbone`][omni_blocks.backbones.CachingBackbone]: a backbone that can run a
+  window of a sequence against a [`KeyValueCache`][omni_blocks.backbones.KeyValueCache]
+  (the sampler's prefix and dual caches).
 - [`TransformerConfig`][omni_blocks.backbones.TransformerConfig]: the `config.json` fields.
 """
 
-from omni_blocks.backbones.base import Backbone, EmbeddingSlots, grow_rows
+from omni_blocks.backbones.base import (
+    Backbone,
+    CachingBackbone,
+    EmbeddingSlots,
+    KeyValueCache,
+    grow_rows,
+)
 from omni_blocks.backbones.config import TransformerConfig, default_shift_logits, is_dream_config
 from omni_blocks.backbones.hf import HFBackbone
 from omni_blocks.backbones.native import NativeTransformer, PretrainedTransformer, shift_right
 
 __all__ = [
     "Backbone",
+    "CachingBackbone",
     "EmbeddingSlots",
     "HFBackbone",
+    "KeyValueCache",
     "NativeTransformer",
     "PretrainedTransformer",
     "TransformerConfig",

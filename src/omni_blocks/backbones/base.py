@@ -93,7 +93,32 @@ class EmbeddingSlots:
         return EmbeddingSlots(torch.cat(positions), torch.cat(values) if given else None)
 
 
-__all__ = ["Backbone", "EmbeddingSlots", "grow_rows"]
+@dataclass
+class KeyValueCache:
+    """The keys and values of every attention layer over a whole sequence.
+
+    A sampler keeps them between steps so that a step recomputes only a *window* of the
+    sequence (the block being decoded) and reads the rest from here: Fast-dLLM's prefix and
+    dual caches (Wu et al., 2025). For a bidirectional model the cached entries are an
+    approximation: they were computed when the tokens around them were still masked, which
+    is why the sampler refreshes them once per block
+    ([`omni_blocks.sampling.cache`][omni_blocks.sampling.cache]).
+
+    Attributes:
+        keys: one tensor per layer, `(batch, kv_heads, seq, head_dim)`, rotary applied.
+        values: one tensor per layer, the same shape.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    @property
+    def seq_len(self) -> int:
+        """Positions covered (0 for an empty cache)."""
+        return int(self.keys[0].shape[-2]) if self.keys else 0
+
+
+__all__ = ["Backbone", "CachingBackbone", "EmbeddingSlots", "KeyValueCache", "grow_rows"]
 
 
 @runtime_checkable
@@ -127,6 +152,31 @@ class Backbone(Protocol):
         Existing rows stay bit-identical; new rows get a sensible initialisation (the mean of
         the existing rows).
         """
+        ...
+
+
+@runtime_checkable
+class CachingBackbone(Protocol):
+    """A backbone that can run a window of a sequence against cached keys and values.
+
+    [`NativeTransformer`][omni_blocks.backbones.NativeTransformer] implements it; the caches
+    of [`omni_blocks.sampling.cache`][omni_blocks.sampling.cache] need it.
+    """
+
+    def forward_cached(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None = None,
+        slots: EmbeddingSlots | None = None,
+        *,
+        cache: KeyValueCache | None = None,
+        window: tuple[int, int] | None = None,
+    ) -> tuple[Float[Tensor, "batch window vocab"], KeyValueCache]:
+        """Without `cache`: the logits of every position and a fresh cache of the whole
+        sequence (the same logits as `forward`). With `cache` and `window=(start, end)`:
+        the logits of positions `start..end-1` only, computed from the current ids in the
+        window and the cached keys and values elsewhere; the window's new keys and values
+        are written into `cache`."""
         ...
 
 

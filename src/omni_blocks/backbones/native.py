@@ -42,7 +42,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from omni_blocks.backbones.base import EmbeddingSlots, grow_rows
+from omni_blocks.backbones.base import EmbeddingSlots, KeyValueCache, grow_rows
 from omni_blocks.backbones.config import (
     TransformerConfig,
     default_shift_logits,
@@ -60,7 +60,9 @@ __all__ = [
     "SwiGLU",
     "causal_key_mask",
     "position_ids_from_mask",
+    "position_ids_from_segments",
     "rotary_cos_sin",
+    "segment_key_mask",
     "shift_right",
 ]
 
@@ -87,6 +89,33 @@ def causal_key_mask(keys: SeqMask) -> Bool[Tensor, "batch 1 seq seq"]:
     earlier = torch.ones(seq, seq, dtype=torch.bool, device=keys.device).tril()
     itself = torch.eye(seq, dtype=torch.bool, device=keys.device)
     return rearrange(keys, "b s -> b 1 1 s") & earlier | itself
+
+
+def position_ids_from_segments(segment_ids: Int[Tensor, "batch seq"]) -> Int[Tensor, "batch seq"]:
+    """Positions that restart at 0 with every example of a packed row.
+
+    `segment_ids` numbers the examples packed into a row (1, 2, ...; 0 at padding); a
+    position's id is its index within its own example, so a packed example sees the same
+    rotary positions as it would alone in a row.
+    """
+    seq = segment_ids.shape[-1]
+    index = torch.arange(seq, device=segment_ids.device).expand_as(segment_ids)
+    first = torch.ones_like(segment_ids, dtype=torch.bool)
+    first[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    start = torch.where(first, index, 0).cummax(-1).values
+    return index - start
+
+
+def segment_key_mask(segment_ids: Int[Tensor, "batch seq"]) -> Bool[Tensor, "batch 1 seq seq"]:
+    """Block-diagonal attention of packed rows: query `i` sees key `j` of its own example.
+
+    Padding (segment 0) is never a key; a padding query sees itself only, which keeps its
+    (ignored) output finite.
+    """
+    same = rearrange(segment_ids, "b s -> b 1 s 1") == rearrange(segment_ids, "b s -> b 1 1 s")
+    real = rearrange(segment_ids > 0, "b s -> b 1 1 s")
+    itself = torch.eye(segment_ids.shape[-1], dtype=torch.bool, device=segment_ids.device)
+    return same & real | itself
 
 
 def rotary_cos_sin(
@@ -188,11 +217,16 @@ class Attention(nn.Module):
         sin: Float[Tensor, "batch seq head_dim"],
         key_mask: Tensor | None = None,
         is_causal: bool = False,
+        kv: _LayerKV | None = None,
     ) -> Hidden:
         """Attend every position to every allowed key.
 
-        `key_mask` broadcasts to `(batch, heads, seq, seq)` (True = may attend): `(batch, 1,
-        1, seq)` for padding only, `(batch, 1, seq, seq)` for causal attention with padding.
+        `key_mask` broadcasts to `(batch, heads, queries, keys)` (True = may attend):
+        `(batch, 1, 1, seq)` for padding only, `(batch, 1, seq, seq)` for causal attention
+        with padding or packed rows. With `kv` (the sampler's key/value cache) the keys and
+        values this call computes are recorded, or, when `x` is a window of the sequence,
+        written into the cache at the window's place and the queries attend to the whole
+        cached sequence.
         """
         q = rearrange(self.q_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
         k = rearrange(self.k_proj(x), "b s (h d) -> b h s d", d=self.head_dim)
@@ -200,6 +234,8 @@ class Attention(nn.Module):
         cos_h, sin_h = cos[:, None], sin[:, None]
         q = q * cos_h + _rotate_half(q) * sin_h
         k = k * cos_h + _rotate_half(k) * sin_h
+        if kv is not None:
+            k, v = kv.exchange(k, v)
         groups = self.num_heads // self.num_kv_heads
         if groups > 1:
             k = repeat(k, "b h s d -> b (h g) s d", g=groups)
@@ -237,9 +273,10 @@ class DecoderLayer(nn.Module):
         sin: Float[Tensor, "batch seq head_dim"],
         key_mask: Tensor | None = None,
         is_causal: bool = False,
+        kv: _LayerKV | None = None,
     ) -> Hidden:
-        """Apply the block."""
-        h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, is_causal)
+        """Apply the block (`kv`: see `Attention.forward`)."""
+        h = x + self.self_attn(self.input_layernorm(x), cos, sin, key_mask, is_causal, kv)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -504,6 +541,7 @@ class NativeTransformer(nn.Module):
         input_ids: TokenIds,
         attention_mask: SeqMask | None = None,
         slots: EmbeddingSlots | None = None,
+        segment_ids: Int[Tensor, "batch seq"] | None = None,
     ) -> Logits:
         """Logits for every position; position `i` predicts token `i`.
 
@@ -515,41 +553,139 @@ class NativeTransformer(nn.Module):
                 `None` when nothing is padded: the attention then needs no mask.
             slots: embeddings that replace the token embeddings at their positions (the
                 speech a model hears, through an encoder and a projector); None costs nothing.
+            segment_ids: packed rows (see `omni_blocks.data.packing`): the example each
+                position belongs to (1, 2, ...; 0 at padding). Attention stays inside each
+                example (block-diagonal) and positions restart at 0 with every example, so a
+                packed example gets the logits it would get alone in a row. Replaces
+                `attention_mask`.
 
         Raises:
             TypeError: ids that are not an integer tensor.
-            ValueError: an id outside `[0, vocab_size)`, ids on the meta device, or a
-                sequence longer than `max_position_embeddings`.
+            ValueError: an id outside `[0, vocab_size)`, ids on the meta device, a
+                sequence longer than `max_position_embeddings`, or both `attention_mask`
+                and `segment_ids`.
         """
         if not torch.compiler.is_compiling():
             self._check_ids(input_ids)
+            if segment_ids is not None:
+                _check_segments(segment_ids, input_ids, attention_mask)
+        positions, key_mask = self._attention_inputs(input_ids, attention_mask, segment_ids)
+        if segment_ids is None or not self.shift_logits:
+            return self._run(input_ids, slots, positions, key_mask)
+        logits = self._run(input_ids, slots, positions, key_mask, shift=False)
+        # Dream's shift inside each example: an example's first position reads its own
+        # hidden state (as position 0 does), not the previous example's last one
+        return torch.where((positions == 0).unsqueeze(-1), logits, shift_right(logits))
+
+    @torch.no_grad()
+    def forward_cached(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None = None,
+        slots: EmbeddingSlots | None = None,
+        *,
+        cache: KeyValueCache | None = None,
+        window: tuple[int, int] | None = None,
+    ) -> tuple[Float[Tensor, "batch window vocab"], KeyValueCache]:
+        """A forward pass that keeps, or reuses, every layer's keys and values.
+
+        Without `cache`: the same logits as `forward` (the same operations, bit for bit) and
+        a new [`KeyValueCache`][omni_blocks.backbones.KeyValueCache] of the whole sequence.
+        With `cache` and `window=(start, end)`: only positions `start..end-1` are run through
+        the network (their queries, keys and values computed from the current ids); every
+        other position is read from the cache, and the window's new keys and values are
+        written into it (Fast-dLLM's `replace_position`). With `shift_logits` the position
+        before the window is run too, since it predicts the window's first token. Returns
+        the logits of the window's positions.
+
+        Raises:
+            ValueError: a window outside the sequence, or a cache of another length.
+        """
+        self._check_ids(input_ids)
+        positions, key_mask = self._attention_inputs(input_ids, attention_mask, None)
+        if cache is None:
+            cache = KeyValueCache([], [])
+            kvs = [_LayerKV(cache, i, None) for i in range(len(self.model.layers))]
+            return self._run(input_ids, slots, positions, key_mask, kvs), cache
+        seq = input_ids.shape[1]
+        if window is None or not 0 <= window[0] < window[1] <= seq:
+            raise ValueError(f"window must be (start, end) with 0 <= start < end <= {seq}")
+        if cache.seq_len != seq or len(cache.keys) != len(self.model.layers):
+            raise ValueError(
+                f"the cache covers {cache.seq_len} positions of {len(cache.keys)} layers; "
+                f"this sequence has {seq} positions and the model {len(self.model.layers)} layers"
+            )
+        start, end = window
+        first = max(start - 1, 0) if self.shift_logits else start
+        if key_mask is None and self.causal:
+            key_mask = causal_key_mask(torch.ones_like(input_ids, dtype=torch.bool))
+        if key_mask is not None and key_mask.shape[-2] > 1:
+            key_mask = key_mask[:, :, first:end]
+        kvs = [_LayerKV(cache, i, first) for i in range(len(self.model.layers))]
+        logits = self._run(
+            input_ids, slots, positions, key_mask, kvs, window=(first, end), shift=False
+        )
+        if self.shift_logits:
+            # position i reads the hidden state of i - 1 (position 0 its own)
+            logits = shift_right(logits) if first == start else logits[:, :-1]
+        return logits, cache
+
+    def _attention_inputs(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None,
+        segment_ids: Tensor | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Position ids and the key mask (None: every position sees every position)."""
         batch, seq = input_ids.shape
-        if attention_mask is None:
-            positions = torch.arange(seq, device=input_ids.device).expand(batch, seq)
-            key_mask = None
-        else:
-            positions = position_ids_from_mask(attention_mask)
-            # A row without any real token attends to everything (its outputs are ignored).
-            keys = attention_mask | ~attention_mask.any(dim=-1, keepdim=True)
-            key_mask = rearrange(keys, "b s -> b 1 1 s")
+        if segment_ids is not None:
+            key_mask = segment_key_mask(segment_ids)
             if self.causal:
-                key_mask = causal_key_mask(keys)
+                key_mask = key_mask & causal_key_mask(segment_ids > 0)
+            return position_ids_from_segments(segment_ids), key_mask
+        if attention_mask is None:
+            return torch.arange(seq, device=input_ids.device).expand(batch, seq), None
+        positions = position_ids_from_mask(attention_mask)
+        # A row without any real token attends to everything (its outputs are ignored).
+        keys = attention_mask | ~attention_mask.any(dim=-1, keepdim=True)
+        key_mask = causal_key_mask(keys) if self.causal else rearrange(keys, "b s -> b 1 1 s")
+        return positions, key_mask
+
+    def _run(
+        self,
+        input_ids: TokenIds,
+        slots: EmbeddingSlots | None,
+        positions: Tensor,
+        key_mask: Tensor | None,
+        kvs: list[_LayerKV] | None = None,
+        window: tuple[int, int] | None = None,
+        shift: bool = True,
+    ) -> Tensor:
         # SDPA takes either a mask or is_causal; with padding causality is in the mask.
         is_causal = self.causal and key_mask is None
-        h = self.model.embed_tokens(input_ids)
-        if slots is not None:
-            h = slots.fill(h)
+        if window is None:
+            h = self.model.embed_tokens(input_ids)
+            if slots is not None:
+                h = slots.fill(h)
+        else:
+            first, end = window
+            positions = positions[:, first:end]
+            if slots is None:
+                h = self.model.embed_tokens(input_ids[:, first:end])
+            else:  # the slots are laid out over the whole sequence
+                h = slots.fill(self.model.embed_tokens(input_ids))[:, first:end]
         cos, sin = rotary_cos_sin(
             positions, self._config.head_dim, self._config.rope_theta, h.dtype
         )
         use_checkpoint = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        for layer in self.model.layers:
+        for i, layer in enumerate(self.model.layers):
+            kv = None if kvs is None else kvs[i]
             if use_checkpoint:
-                h = checkpoint(layer, h, cos, sin, key_mask, is_causal, use_reentrant=False)
+                h = checkpoint(layer, h, cos, sin, key_mask, is_causal, kv, use_reentrant=False)
             else:
-                h = layer(h, cos, sin, key_mask, is_causal)
+                h = layer(h, cos, sin, key_mask, is_causal, kv)
         logits = self.lm_head(self.model.norm(h))
-        return shift_right(logits) if self.shift_logits else logits
+        return shift_right(logits) if self.shift_logits and shift else logits
 
     def _check_ids(self, input_ids: Tensor) -> None:
         if input_ids.dtype.is_floating_point or input_ids.dtype in (torch.bool, torch.complex64):
@@ -696,6 +832,39 @@ class PretrainedTransformer(NativeTransformer):
             self.to(_as_dtype(dtype))
         if vocab_size is not None and vocab_size != self.vocab_size:
             self.resize_vocab(vocab_size)
+
+
+class _LayerKV:
+    """One layer's view of a `KeyValueCache`: records the keys and values of a full pass
+    (`start=None`), or writes a window's into the cache and hands back the whole sequence's."""
+
+    def __init__(self, cache: KeyValueCache, layer: int, start: int | None) -> None:
+        self.cache, self.layer, self.start = cache, layer, start
+
+    def exchange(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.start is None:
+            self.cache.keys.append(k)
+            self.cache.values.append(v)
+            return k, v
+        keys, values = self.cache.keys[self.layer], self.cache.values[self.layer]
+        stop = self.start + k.shape[-2]
+        keys[:, :, self.start : stop] = k
+        values[:, :, self.start : stop] = v
+        return keys, values
+
+
+def _check_segments(segment_ids: Tensor, input_ids: Tensor, attention_mask: Tensor | None) -> None:
+    if attention_mask is not None:
+        raise ValueError("pass either attention_mask or segment_ids (packed rows), not both")
+    if segment_ids.shape != input_ids.shape:
+        raise ValueError(
+            f"segment_ids must have the shape of input_ids {tuple(input_ids.shape)}; got "
+            f"{tuple(segment_ids.shape)}"
+        )
+    if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool:
+        raise TypeError(f"segment_ids must be an integer tensor; got {segment_ids.dtype}")
+    if segment_ids.numel() and int(segment_ids.min()) < 0:
+        raise ValueError("segment_ids must be >= 0 (0 marks padding)")
 
 
 def _init_args(config: TransformerConfig) -> dict[str, Any]:

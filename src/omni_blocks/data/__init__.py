@@ -25,6 +25,7 @@ from omni_blocks.data.mixture import (
     TaskMixture,
     TemplateDataset,
 )
+from omni_blocks.data.packing import GreedyPacking, NoPacking, PackedRows, Packing
 from omni_blocks.data.sequence import (
     DataError,
     TaskSequence,
@@ -55,12 +56,16 @@ __all__ = [
     "CaptionTemplate",
     "ChatFormat",
     "DataError",
+    "GreedyPacking",
     "InpaintingTemplate",
     "ManifestDataModule",
     "ManifestDataset",
     "ManifestTask",
     "MixtureOrder",
+    "NoPacking",
     "OmniDataModule",
+    "PackedRows",
+    "Packing",
     "SequenceCollator",
     "SpeechToImageTemplate",
     "SpokenVqaTemplate",

@@ -14,6 +14,8 @@ swappable blocks:
 - token choice ([`omni_blocks.sampling.choice`][omni_blocks.sampling.choice]): temperature,
   top-k, top-p; classifier-free guidance
   ([`omni_blocks.sampling.guidance`][omni_blocks.sampling.guidance]);
+- key/value caches ([`omni_blocks.sampling.cache`][omni_blocks.sampling.cache]):
+  Fast-dLLM's prefix and dual cache, which recompute only the block being decoded;
 - presets ([`omni_blocks.sampling.presets`][omni_blocks.sampling.presets]) that reproduce
   Dream, LLaDA, Fast-dLLM and Omni-Diffusion
   ([`block_config`][omni_blocks.config.block_config] writes any of them as a
@@ -21,7 +23,14 @@ swappable blocks:
 """
 
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
-from omni_blocks.sampling.choice import TokenChoice, TokenChooser
+from omni_blocks.sampling.cache import (
+    CachedDenoiser,
+    DecodingCache,
+    DualCache,
+    NoCache,
+    PrefixCache,
+)
+from omni_blocks.sampling.choice import FilteredLogits, TokenChoice, TokenChooser
 from omni_blocks.sampling.guidance import (
     ClassifierFreeGuidance,
     Guidance,
@@ -55,21 +64,27 @@ from omni_blocks.sampling.scorers import (
 
 __all__ = [
     "BlockPlanner",
+    "CachedDenoiser",
     "ClassifierFreeGuidance",
     "ConfidenceScorer",
+    "DecodingCache",
     "Denoiser",
+    "DualCache",
     "EntropyScorer",
+    "FilteredLogits",
     "FixedCountPlanner",
     "Guidance",
     "GuidedInput",
     "MarginScorer",
     "MaskedDiffusionSampler",
     "MaxProbScorer",
+    "NoCache",
     "NoPenalty",
     "NonFiniteLogitsError",
     "Plan",
     "PlanStep",
     "PositionPenalty",
+    "PrefixCache",
     "PromptSwapGuidance",
     "RandomScorer",
     "SampleOutput",

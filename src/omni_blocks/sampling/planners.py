@@ -71,11 +71,14 @@ class PlanStep:
         candidates: the positions still masked in each row's current block.
         step: each row's 0-based step within its current block.
         num_steps: each row's step budget of its current block (1 for finished rows).
+        block: every position of each row's current block, masked or not (what a key/value
+            cache recomputes); empty for finished rows.
     """
 
     candidates: SeqMask
     step: RowSteps
     num_steps: RowSteps
+    block: SeqMask
 
 
 class Plan:
@@ -109,10 +112,12 @@ class Plan:
         block = torch.where(masked, self.block_of, self.num_blocks).amin(-1)
         self._step = torch.where(block == self._current, self._step + 1, 0)
         self._current = block
-        candidates = masked & (self.block_of == block.unsqueeze(-1))
+        in_block = self.block_of == block.unsqueeze(-1)
         num_steps = self.budget.gather(-1, block.clamp(max=self.num_blocks - 1).unsqueeze(-1))
         # a finished row has no block left: budget 1 keeps the planners' arithmetic finite
-        return PlanStep(candidates, self._step.clone(), num_steps.squeeze(-1).clamp(min=1))
+        return PlanStep(
+            masked & in_block, self._step.clone(), num_steps.squeeze(-1).clamp(min=1), in_block
+        )
 
     def restart(self) -> None:
         """Forget the walk (the next `advance` starts every row at step 0)."""

@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 
 from omni_blocks.backbones.base import EmbeddingSlots
 from omni_blocks.sampling.base import Denoiser, SampleOutput, Sampler
+from omni_blocks.sampling.cache import CachedDenoiser, DecodingCache, NoCache
 from omni_blocks.sampling.choice import TokenChoice, TokenChooser
 from omni_blocks.sampling.guidance import ClassifierFreeGuidance, Guidance
-from omni_blocks.sampling.penalties import CandidateLogits, NoPenalty, PositionPenalty
+from omni_blocks.sampling.penalties import NoPenalty, PositionPenalty
 from omni_blocks.sampling.planners import SchedulePlanner, UnmaskPlanner
 from omni_blocks.sampling.scorers import ConfidenceScorer, MaxProbScorer
 from omni_blocks.typing import SeqMask, TokenIds
@@ -42,8 +43,9 @@ from omni_blocks.vocab import Modality, VocabLayout
 
 __all__ = ["MaskedDiffusionSampler", "NonFiniteLogitsError"]
 
-StackedLogits = Float[Tensor, "rows seq vocab"]
-"""Logits of one batch, or with guidance of two batches stacked (conditional first)."""
+StackedLogits = Float[Tensor, "rows window vocab"]
+"""Logits of one batch, or with guidance of two batches stacked (conditional first), over
+the whole sequence or the window a key/value cache recomputed."""
 
 Gathered = Float[Tensor, "n columns"]
 """Candidate logits over the allowed columns (all of the vocabulary, or one modality's ids)."""
@@ -67,6 +69,12 @@ class MaskedDiffusionSampler(Sampler):
         penalty: logit adjustment by position (Omni-Diffusion's tail penalty).
         choice: temperature, top-k, top-p and the token draw.
         guidance: classifier-free guidance; None for none.
+        cache: which positions a step recomputes: [`NoCache`][omni_blocks.sampling.cache.NoCache]
+            (all, exact), or Fast-dLLM's
+            [`PrefixCache`][omni_blocks.sampling.cache.PrefixCache] /
+            [`DualCache`][omni_blocks.sampling.cache.DualCache] (the current block only,
+            the rest from keys and values refreshed once per block; needs a
+            `CachingBackbone`).
         restrict_to_modality: with a `modality` given, write only that modality's ids (plus
             its end token and pad). Upstream samplers do not restrict; their presets set
             False.
@@ -102,6 +110,7 @@ class MaskedDiffusionSampler(Sampler):
     penalty: PositionPenalty = NoPenalty()  # noqa: RUF009
     choice: TokenChooser = TokenChoice()  # noqa: RUF009
     guidance: ClassifierFreeGuidance | None = None
+    cache: DecodingCache = NoCache()  # noqa: RUF009
     restrict_to_modality: bool = True
     ban_mask: bool = True
     nonfinite: Literal["raise", "ban"] = "raise"
@@ -169,7 +178,8 @@ class MaskedDiffusionSampler(Sampler):
             return SampleOutput(ids=x, nfe=0, trajectory=trajectory)
 
         plan = self.planner.plan(target_mask, masked)
-        denoise = _Denoise(model, self.guidance, target_mask, attention_mask, slots, layout)
+        runner = CachedDenoiser(self.cache, model)
+        denoise = _Denoise(runner, self.guidance, target_mask, attention_mask, slots, layout)
         allowed: _Allowed | None = None
         nfe = 0
         with torch.no_grad(), tqdm(total=plan.max_steps, disable=not self.progress) as bar:
@@ -180,8 +190,9 @@ class MaskedDiffusionSampler(Sampler):
                 # 1. the candidates: positions still masked in each row's current block
                 now = plan.advance(masked)
                 candidates = now.candidates
-                # 2. the denoiser's logits (conditional and unconditional with guidance)
-                logits = denoise(x)
+                # 2. the denoiser's logits (conditional and unconditional with guidance), of
+                # the positions from column `offset` on that the cache recomputed
+                logits, offset = denoise(x, now.block)
                 nfe += denoise.evaluations
                 if allowed is None:
                     restrict = mod if self.restrict_to_modality else None
@@ -189,23 +200,27 @@ class MaskedDiffusionSampler(Sampler):
                 # 3. the candidates' logits over the ids they may take; flat indices are
                 # cheaper to gather with than a bool mask
                 where = candidates.flatten().nonzero().squeeze(-1)
-                flat = allowed.logits(logits, where, self.guidance, self.nonfinite, global_step)
+                local = _window_index(where, x.shape[1], logits.shape[1], offset)
+                flat = allowed.logits(logits, local, self.guidance, self.nonfinite, global_step)
                 del logits  # free the full logits before the next forward pass
-                # 4. temperature, top-p, top-k
-                flat = self.choice.filter(flat)
+                # 4. temperature, top-p, top-k: usually only the few tokens left are kept
+                kept = self.choice.filter(flat)
+                flat = kept.logits
                 # 5. position penalty
                 if self.penalty.changes_logits:
                     index, length = self.penalty.positions(masked, where)
                     flat = self.penalty.apply(flat, index, length)
                 # 6. probabilities and the chosen tokens
-                probs = _softmax_(flat)
+                probs = flat.softmax(-1)
+                del flat
                 tokens = self.choice.draw(probs, generator=generator)
                 # 7. confidence
                 scores = self.scorer.score(probs, tokens, generator=generator)
                 confidence = torch.full(x.shape, -math.inf, device=x.device)
                 confidence.view(-1)[where] = scores.float()
                 proposal = torch.zeros_like(x)
-                proposal.view(-1)[where] = allowed.token_ids(tokens).to(x.dtype)
+                columns = kept.token_columns(tokens)
+                proposal.view(-1)[where] = allowed.token_ids(columns).to(x.dtype)
                 # 8. the planner's choice; only those positions are written
                 chosen = self.planner.select(
                     confidence,
@@ -231,13 +246,21 @@ class MaskedDiffusionSampler(Sampler):
         return SampleOutput(ids=x, nfe=nfe, trajectory=trajectory)
 
 
+def _window_index(where: Tensor, seq: int, width: int, offset: int) -> Tensor:
+    """Flat indices over `(batch, seq)` as flat indices over a window `(batch, width)` that
+    starts at column `offset`."""
+    if width == seq:
+        return where
+    return (where // seq) * width + (where % seq - offset)
+
+
 class _Denoise:
     """The denoiser's logits of the current sequence: one pass, or with guidance the
     conditional and unconditional passes stacked along the batch (`2 * batch` rows)."""
 
     def __init__(
         self,
-        model: Denoiser,
+        model: CachedDenoiser,
         guidance: Guidance | None,
         target_mask: SeqMask,
         attention_mask: SeqMask | None,
@@ -249,9 +272,9 @@ class _Denoise:
         self.layout = layout
         self.evaluations = 1 if guidance is None else 2
 
-    def __call__(self, x: TokenIds) -> StackedLogits:
+    def __call__(self, x: TokenIds, block: SeqMask) -> tuple[StackedLogits, int]:
         if self.guidance is None:
-            return self._run(x, self.attention_mask, self.slots)
+            return self._run(x, self.attention_mask, self.slots, block)
         uncond = self.guidance.unconditional_input(
             x,
             target_mask=self.target_mask,
@@ -267,14 +290,18 @@ class _Denoise:
                 [torch.ones_like(x, dtype=torch.bool) if m is None else m for m in masks]
             )
         slots = EmbeddingSlots.concat([self.slots, uncond.slots], [x.shape, x.shape])
-        return self._run(both, mask, slots)
+        return self._run(both, mask, slots, torch.cat([block, block]))
 
-    def _run(self, ids: TokenIds, mask: SeqMask | None, slots: EmbeddingSlots | None) -> Tensor:
-        logits = self.model(ids, mask) if slots is None else self.model(ids, mask, slots=slots)  # type: ignore[call-arg]
-        return _checked(logits, ids)
+    def _run(
+        self, ids: TokenIds, mask: SeqMask | None, slots: EmbeddingSlots | None, block: SeqMask
+    ) -> tuple[Tensor, int]:
+        logits, offset = self.model(ids, mask, slots, block)
+        return _checked(logits, ids, offset), offset
 
 
-def _checked(logits: Tensor, ids: Tensor) -> Tensor:
+def _checked(logits: Tensor, ids: Tensor, offset: int) -> Tensor:
+    if offset:  # a window from the cache: checked by the backbone
+        return logits
     if not isinstance(logits, Tensor) or logits.ndim != 3 or logits.shape[:2] != ids.shape:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(
@@ -436,14 +463,3 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f"tensor of shape {tuple(value.shape)}"
     return type(value).__name__
-
-
-def _softmax_(logits: CandidateLogits) -> CandidateLogits:
-    """Softmax over the last dimension, in place (the logits are the sampler's own copy).
-
-    Writing into the existing buffer instead of allocating a new one is measurably faster
-    on CPU: a fresh multi-megabyte tensor costs page faults on every sampling step.
-    """
-    top = logits.amax(-1, keepdim=True)
-    logits.sub_(top).exp_()
-    return logits.div_(logits.sum(-1, keepdim=True))

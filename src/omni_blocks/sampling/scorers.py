@@ -102,6 +102,8 @@ class MarginScorer(ConfidenceScorer):
         *,
         generator: torch.Generator | None = None,
     ) -> CandidateScores:
+        if probs.shape[-1] < 2:  # one token kept (after top-k / top-p): no runner-up
+            return probs[:, 0] if probs.shape[-1] else probs.new_zeros(probs.shape[0])
         top = probs.topk(2, dim=-1).values
         return top[:, 0] - top[:, 1]
 
