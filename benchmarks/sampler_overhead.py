@@ -8,7 +8,9 @@
    processes on a shared machine do to the wall clock does not count), alternating; the
    ratio is the median of the per-pair ratios. A second ratio splits each sampler run
    itself into the forward passes it made and everything else (total / its own forward
-   passes), which is immune to run-to-run noise.
+   passes), which is immune to run-to-run noise. A third runs the sampler on a denoiser
+   that returns stored logits (no forward pass at all) and divides its time by the forward
+   passes': `1 + that` is the overhead with nothing else mixed in.
 2. Threshold vs fixed steps: NFE and sample quality of Fast-dLLM's threshold planner against
    fixed-step schedules, with the exact denoiser of a small data set
    ([`MixtureDenoiser`][omni_blocks.testing.MixtureDenoiser]): quality is the share of
@@ -142,13 +144,14 @@ def overhead(repeats: int, num_steps: int, head_scale: float) -> None:
         ),
     }
     print(
-        f"{'sampler':46s} {'sampler':>8s} {'bare':>8s} {'ratio':>6s} {'in-run':>7s}"
-        "   (CPU seconds; in-run: total / its own forward passes)"
+        f"{'sampler':46s} {'sampler':>8s} {'bare':>8s} {'ratio':>6s} {'in-run':>7s} "
+        f"{'alone':>6s}   (CPU seconds; in-run: total / its own forward passes; alone: "
+        "1 + sampler on stored logits / forward passes)"
     )
     with torch.no_grad():
         for name, (sampler, net, modality) in cases.items():
             net(ids, attention)  # warm-up
-            runs, bares, ratios, splits = [], [], [], []
+            runs, bares, ratios, splits, alone = [], [], [], [], []
             for r in range(repeats):
                 timed_net = TimedModel(net)
                 start = time.process_time()
@@ -164,9 +167,25 @@ def overhead(repeats: int, num_steps: int, head_scale: float) -> None:
                 bares.append(timed(lambda net=net, n=out.nfe: bare(net, ids, attention, n)))
                 ratios.append(runs[-1] / bares[-1])
                 splits.append(runs[-1] / timed_net.seconds)
+                stored = net(ids, attention)
+                alone.append(
+                    1
+                    + timed(
+                        lambda sampler=sampler, stored=stored, modality=modality, r=r: sampler(
+                            lambda i, m=None, stored=stored: stored,
+                            ids,
+                            layout=layout,
+                            modality=modality,
+                            attention_mask=attention,
+                            generator=torch.Generator().manual_seed(r),
+                        )
+                    )
+                    / bares[-1]
+                )
             print(
                 f"{name:46s} {statistics.median(runs):8.3f} {statistics.median(bares):8.3f} "
-                f"{statistics.median(ratios):6.3f} {statistics.median(splits):7.3f}"
+                f"{statistics.median(ratios):6.3f} {statistics.median(splits):7.3f} "
+                f"{statistics.median(alone):6.3f}"
             )
 
 

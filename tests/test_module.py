@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,34 @@ def test_bad_batches_are_named() -> None:
     short = OmniDiffusionModule(tiny_backbone(layout.vocab_size, max_position_embeddings=8), layout)
     with pytest.raises(BatchError, match="max_position_embeddings=8"):
         short.step(batch)
+
+
+COMPILE_CHECK = """
+import torch
+from test_module import a_batch, make_module
+eager, compiled = make_module(), make_module(compile_backbone=True)
+compiled.backbone.load_state_dict(eager.backbone.state_dict())
+batch = a_batch()
+loss_eager = eager.step(batch, torch.Generator().manual_seed(0)).loss
+loss_compiled = compiled.step(batch, torch.Generator().manual_seed(0)).loss
+torch.testing.assert_close(loss_compiled, loss_eager, rtol=1e-4, atol=1e-5)
+assert compiled.to_config()["compile_backbone"] is True
+# compiling in place keeps the weights' names (checkpoints load either way)
+assert eager.state_dict().keys() == compiled.state_dict().keys()
+print("same loss", float(loss_eager), float(loss_compiled))
+"""
+
+
+def test_compile_backbone_computes_the_same_loss() -> None:
+    # in a fresh interpreter: torch.compile cannot trace the beartype checks the test
+    # suite wraps every function in
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parent / "src")])}
+    done = subprocess.run(
+        [sys.executable, "-c", COMPILE_CHECK], capture_output=True, text=True, env=env, cwd=here
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "same loss" in done.stdout

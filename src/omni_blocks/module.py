@@ -112,6 +112,11 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
             [`GreedyPacking`][omni_blocks.data.packing.GreedyPacking] (several per row,
             attention kept inside each; the backbone must take `segment_ids`). The loss is
             the same either way, up to float rounding.
+        compile_backbone: compile the backbone's forward pass with `torch.compile` (in
+            place: `backbone.compile()`; the weights' names do not change). It pays on long
+            runs with fixed shapes (see `benchmarks/compile.py` for the figures on CPU: a
+            first call that takes tens of seconds, then faster steps; new shapes recompile);
+            off by default.
 
     Raises:
         ValueError: an unknown normalisation, a negative seed, or a backbone whose vocabulary
@@ -132,6 +137,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         seed: int = 0,
         init_from: str | None = None,
         packing: Packing = _PACKING,
+        compile_backbone: bool = False,
     ) -> None:
         super().__init__()
         if normalization not in NORMALIZATIONS:
@@ -161,6 +167,9 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         self.seed = seed
         self.init_from = init_from
         self.packing = packing
+        self.compile_backbone = bool(compile_backbone)
+        if self.compile_backbone:
+            backbone.compile()
         self._initialized_from: str | None = None  # the weights loaded from init_from
         # one MeanMetric per task; every rank holds every built-in task's (DDP syncs them all)
         self.task_losses = TaskMeans(TASK_NAMES)
@@ -186,6 +195,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         config["sampler"] = None if self.sampler is None else block_config(self.sampler)
         config["optimizer"] = block_config(self.optimizer_factory)
         config.update(normalization=self.normalization, seed=self.seed, init_from=None)
+        config["compile_backbone"] = self.compile_backbone
         return config
 
     @classmethod

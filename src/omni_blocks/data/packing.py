@@ -71,10 +71,21 @@ class PackedRows:
         `(batch, seq, ...)`, zeros at padding (differentiable)."""
         batch, seq = self.batch_shape
         flat = values.reshape(-1, *values.shape[2:])
-        real = self.source.reshape(-1) >= 0
-        out = flat.new_zeros(batch * seq, *values.shape[2:])
-        out = out.index_put((self.source.reshape(-1)[real],), flat[real])
+        # a gather from the packed rows plus one zero row for the padding: one copy of the
+        # output, instead of filling it with zeros and scattering into it
+        padded = torch.cat([flat, flat.new_zeros(1, *values.shape[2:])])
+        out = padded.index_select(0, self._inverse())
         return out.reshape(batch, seq, *values.shape[2:])
+
+    def _inverse(self) -> Int[Tensor, " positions"]:
+        """For every position of the padded batch, its packed position (the extra zero row
+        after the packed ones for padding)."""
+        batch, seq = self.batch_shape
+        source = self.source.reshape(-1)
+        real = (source >= 0).nonzero().squeeze(-1)
+        inverse = torch.full((batch * seq,), source.numel(), dtype=torch.long, device=source.device)
+        inverse[source[real]] = real
+        return inverse
 
 
 class Packing(ABC):
