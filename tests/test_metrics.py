@@ -112,3 +112,20 @@ def test_task_defaults(tok: TextTokenizer, layout: VocabLayout) -> None:
     assert callback.key == "val/asr/worderrorrate"
     with pytest.raises(ValueError, match="every_n_epochs"):
         GenerationEval(AsrTemplate(layout, tok), [], every_n_epochs=0)
+
+
+def test_bootstrap_interval_covers_the_mean_and_is_seeded() -> None:
+    from omni_blocks.metrics import bootstrap_interval
+
+    scores = torch.rand(200, generator=torch.Generator().manual_seed(0))
+    interval = bootstrap_interval(scores)
+    assert interval.low < float(scores.mean()) < interval.high and interval.n == 200
+    # about the normal approximation's width: 2 * 1.96 * sd / sqrt(n)
+    width = 2 * 1.96 * float(scores.std()) / 200**0.5
+    assert abs((interval.high - interval.low) - width) < 0.2 * width
+    assert bootstrap_interval(scores) == interval  # the same seed, the same interval
+    assert str(bootstrap_interval([1.0, 1.0])) == "1.000 [1.000, 1.000]"
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_interval([])
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_interval([0.0, 1.0], confidence=1.5)

@@ -388,7 +388,9 @@ def test_load_from_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_push_to_hub_uploads_the_saved_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import huggingface_hub
+    import types
+
+    import huggingface_hub.hub_mixin
 
     calls: dict[str, Any] = {}
 
@@ -396,27 +398,28 @@ def test_push_to_hub_uploads_the_saved_folder(
         def __init__(self, token: str | None = None) -> None:
             calls["token"] = token
 
-        def create_repo(self, repo_id: str, **kwargs: Any) -> None:
+        def create_repo(self, repo_id: str, **kwargs: Any) -> Any:
             calls["create_repo"] = (repo_id, kwargs)
+            return types.SimpleNamespace(repo_id=repo_id)
 
         def upload_folder(self, **kwargs: Any) -> str:
             folder = Path(kwargs["folder_path"])
             calls["upload_folder"] = kwargs
             calls["files"] = sorted(p.name for p in folder.iterdir())
+            calls["card"] = (folder / "README.md").read_text()
             calls["loaded"] = OmniDiffusionModule.from_pretrained(folder)
             return "https://hub.example/commit/1"
 
-    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    # ModelHubMixin.push_to_hub: create the repository, save to a folder, upload it
+    monkeypatch.setattr(huggingface_hub.hub_mixin, "HfApi", RecordingApi)
     module = make_module()
     url = module.push_to_hub("me/tiny-omni", private=True, token="t0k")
     assert url == "https://hub.example/commit/1"
     assert calls["token"] == "t0k"
-    assert calls["create_repo"] == (
-        "me/tiny-omni",
-        {"private": True, "exist_ok": True, "repo_type": "model"},
-    )
+    assert calls["create_repo"] == ("me/tiny-omni", {"private": True, "exist_ok": True})
     assert calls["upload_folder"]["repo_id"] == "me/tiny-omni"
     assert {"omni_blocks.json", "layout.json", "model.safetensors"} <= set(calls["files"])
+    assert "library_name: omni-blocks" in calls["card"]
     assert torch.equal(calls["loaded"].backbone.lm_head.weight, module.backbone.lm_head.weight)
 
 

@@ -61,9 +61,7 @@ def main() -> None:
     ax.legend(
         handles=[
             Patch(facecolor="#ffc8dd", edgecolor="#555555", label="recomputed at every step"),
-            Patch(
-                facecolor="white", edgecolor="#555555", hatch="///", label="read from the cache"
-            ),
+            Patch(facecolor="white", edgecolor="#555555", hatch="///", label="read from the cache"),
         ],
         loc="lower center",
         bbox_to_anchor=(0.55, -0.28),
@@ -71,9 +69,7 @@ def main() -> None:
         fontsize=9,
         frameon=False,
     )
-    ax.set_title(
-        "A step inside block 2 (the cache is refreshed when a block starts)", fontsize=10
-    )
+    ax.set_title("A step inside block 2 (the cache is refreshed when a block starts)", fontsize=10)
     fig.tight_layout()
     fig.savefig(OUT, dpi=120, bbox_inches="tight")
     print(f"wrote {OUT}")

@@ -1,12 +1,14 @@
 """The full Omni-Diffusion recipe: three stage configs, their dry run, and generation.
 
-The recipe itself is the three LightningCLI configs in `configs/` (Dream-7B + MAGVIT-v2 +
-GLM-4-Voice), run one after the other from one directory on a GPU node:
+The recipe itself is the three LightningCLI configs that ship with the package
+(`omni_blocks/recipes/omni_diffusion/`: Dream-7B + MAGVIT-v2 + GLM-4-Voice), run one after
+the other from one directory on a GPU node:
 
 ```bash
-omni-blocks fit --config examples/omni_diffusion/configs/stage1.yaml
-omni-blocks fit --config examples/omni_diffusion/configs/stage2.yaml   # init_from stage 1
-omni-blocks fit --config examples/omni_diffusion/configs/stage3.yaml   # init_from stage 2
+omni-blocks recipes copy omni_diffusion recipe/
+omni-blocks fit --config recipe/stage1.yaml
+omni-blocks fit --config recipe/stage2.yaml   # init_from stage 1
+omni-blocks fit --config recipe/stage3.yaml   # init_from stage 2
 ```
 
 This script adds two things around them:
@@ -50,6 +52,7 @@ from tqdm.auto import tqdm
 from omni_blocks.cli import OmniCLI, cli
 from omni_blocks.data import InpaintingTemplate, ManifestDataModule, TaskTemplate
 from omni_blocks.module import OmniDiffusionModule
+from omni_blocks.recipes import recipe_path
 from omni_blocks.sampling import MaskedDiffusionSampler, omni_diffusion_sampler
 from omni_blocks.vocab import Modality
 
@@ -59,7 +62,7 @@ if str(HERE) not in sys.path:  # standins.py sits next to this script
 
 import standins  # noqa: E402
 
-CONFIGS = HERE / "configs"
+CONFIGS = recipe_path("omni_diffusion")  # the stage configs, shipped with the package
 STAGES = ("stage1", "stage2", "stage3")
 CHECKPOINTS = "checkpoints/omni_diffusion"
 """Where the configs' ModelCheckpoint writes (relative to the launch directory)."""

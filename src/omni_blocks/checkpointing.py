@@ -31,23 +31,25 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from huggingface_hub import ModelHubMixin
 from torch import Tensor, nn
 
 from omni_blocks.config import REGISTRY, block_config, build_blocks, check_untrusted
 from omni_blocks.vocab import VocabLayout
 
 if TYPE_CHECKING:
+    from omni_blocks.data.processor import TaskProcessor
     from omni_blocks.module import OmniDiffusionModule
 
 __all__ = [
     "CONFIG_NAME",
     "LAYOUT_NAME",
+    "PROCESSOR_NAME",
     "SAFE_INDEX",
     "SAFE_WEIGHTS",
     "PretrainedMixin",
@@ -76,6 +78,10 @@ CONFIG_NAME = "omni_blocks.json"
 LAYOUT_NAME = "layout.json"
 """File of a `save_module` folder that records the vocabulary layout."""
 
+PROCESSOR_NAME = "processor.json"
+"""File of a `save_module` folder that records the templates and tokenizers (a
+[`TaskProcessor`][omni_blocks.data.processor.TaskProcessor])."""
+
 _PICKLE_WEIGHTS = "pytorch_model.bin"
 _PICKLE_INDEX = "pytorch_model.bin.index.json"
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.md", "*.mvn"]
@@ -93,6 +99,7 @@ def resolve_checkpoint(
     token: str | bool | None = None,
     local_files_only: bool = False,
     allow_file: bool = False,
+    force_download: bool = False,
 ) -> Path:
     """A local folder (or, with `allow_file`, a file) holding the checkpoint `pretrained`.
 
@@ -106,6 +113,7 @@ def resolve_checkpoint(
         token: hub token (default: the logged-in one).
         local_files_only: use the hub cache only, never the network.
         allow_file: accept a path to a single weights file.
+        force_download: download again even what the cache holds.
 
     Raises:
         FileNotFoundError: `pretrained` is neither a local path nor a repository id.
@@ -135,6 +143,7 @@ def resolve_checkpoint(
             cache_dir=None if cache_dir is None else str(cache_dir),
             token=token,
             local_files_only=local_files_only,
+            force_download=force_download,
         )
     except LocalEntryNotFoundError as err:
         # the hub's own error, with what it means here
@@ -309,14 +318,18 @@ def save_module(
     folder: str | os.PathLike[str],
     *,
     max_shard_size: int | str = "5GB",
+    processor: TaskProcessor | None = None,
 ) -> Path:
     """Write a module as safetensors weights plus JSON configuration (nothing pickled).
 
     The folder holds the backbone in its own layout (`save_pretrained` of the backbone when
     it has one: for a native backbone Qwen2 / Dream `config.json` and `model.safetensors`,
     loadable by `NativeTransformer` and `transformers`; its state dict otherwise),
-    `layout.json`, `omni_blocks.json` (every block as `class_path` / `init_args`) and a
-    model card (`README.md`) naming the blocks. Returns the folder.
+    `layout.json`, `omni_blocks.json` (every block as `class_path` / `init_args`; the sampler
+    among them, which is the model's generation configuration), a model card (`README.md`)
+    naming the blocks, and with `processor` the templates and tokenizers
+    ([`TaskProcessor`][omni_blocks.data.processor.TaskProcessor]) that make one folder enough
+    to generate. Returns the folder.
 
     Raises:
         SerializationError: a block whose configuration cannot be recorded.
@@ -338,6 +351,10 @@ def save_module(
     document = {"omni_blocks_version": __version__, "module": config}
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     (folder / "README.md").write_text(_model_card(config, module.layout))
+    if processor is not None:
+        if processor.layout != module.layout:
+            raise ValueError("the processor's templates are built on another layout")
+        processor.save_pretrained(folder)
     return folder
 
 
@@ -385,6 +402,7 @@ def load_module(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     local_files_only: bool = False,
+    force_download: bool = False,
     **overrides: Any,
 ) -> OmniDiffusionModule:
     """Load a module written by `save_module` (a local folder or a hub repository id).
@@ -392,7 +410,9 @@ def load_module(
     The folder's `omni_blocks.json` is untrusted: its class paths must name omni_blocks'
     blocks (or classes registered in `omni_blocks.config.REGISTRY`) unless
     `trust_class_paths`, and it may never set a trust switch such as `trust_remote_code`.
-    `overrides` are the caller's own and are not checked.
+    `overrides` are the caller's own and are not checked. A saved
+    [`TaskProcessor`][omni_blocks.data.processor.TaskProcessor] is loaded into
+    `module.processor`.
 
     Raises:
         FileNotFoundError: not a folder or repository, or no `omni_blocks.json` in it.
@@ -405,6 +425,7 @@ def load_module(
         token=token,
         cache_dir=cache_dir,
         local_files_only=local_files_only,
+        force_download=force_download,
     )
     config = _read_module_config(folder, str(pretrained))
     check_untrusted(config, trust_class_paths=trust_class_paths, source=str(folder / CONFIG_NAME))
@@ -421,6 +442,12 @@ def load_module(
             backbone, load_state_dict(folder, device=device), strict=True, source=str(folder)
         )
     module = cls.from_config(config, backbone=backbone, **overrides)
+    if (folder / PROCESSOR_NAME).is_file():
+        from omni_blocks.data.processor import TaskProcessor
+
+        module.processor = TaskProcessor.from_pretrained(
+            folder, module.layout, trust_class_paths=trust_class_paths
+        )
     return module.to(device)
 
 
@@ -545,58 +572,88 @@ def push_module_to_hub(
     *,
     private: bool | None = None,
     token: str | None = None,
-    revision: str | None = None,
+    branch: str | None = None,
     commit_message: str = "Upload OmniDiffusionModule",
-    folder: str | os.PathLike[str] | None = None,
 ) -> str:
-    """`save_module` into a folder, then upload it with `huggingface_hub`.
+    """`save_pretrained` into a temporary folder, then upload it (`ModelHubMixin.push_to_hub`:
+    the repository is created when missing). Returns the URL of the commit."""
+    url: str = module.push_to_hub(
+        repo_id, private=private, token=token, branch=branch, commit_message=commit_message
+    )
+    return url
 
-    Returns:
-        The URL of the commit.
+
+class PretrainedMixin(
+    ModelHubMixin,
+    library_name="omni-blocks",
+    tags=["masked-diffusion", "omni-blocks"],
+    docs_url="https://omni-blocks.readthedocs.io",
+):
+    """Hub conventions for `OmniDiffusionModule`, through `huggingface_hub.ModelHubMixin`.
+
+    `save_pretrained(folder, processor=...)`, `from_pretrained(folder_or_repo, token=,
+    revision=, cache_dir=, local_files_only=, force_download=)` and `push_to_hub(repo_id)`
+    are the mixin's, on top of [`save_module`][omni_blocks.checkpointing.save_module] and
+    [`load_module`][omni_blocks.checkpointing.load_module]; `load_weights` and
+    `load_from_checkpoint` read Lightning checkpoints. Hub errors arrive as the hub's own
+    exceptions.
     """
-    from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(folder) if folder is not None else Path(tmp)
-        save_module(module, target)
-        info = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(target),
-            repo_type="model",
-            revision=revision,
-            commit_message=commit_message,
-        )
-    return str(getattr(info, "commit_url", info))
-
-
-class PretrainedMixin:
-    """`save_pretrained`, `from_pretrained`, `push_to_hub`, `load_weights` and
-    `load_from_checkpoint` for `OmniDiffusionModule`, each a call to the functions above."""
+    processor: TaskProcessor | None = None
+    """The templates and tokenizers saved with the module (None when there are none)."""
 
     def load_weights(self, source: str | os.PathLike[str], *, strict: bool = True) -> None:
         """Copy weights from a previous stage (see
         [`load_module_weights`][omni_blocks.checkpointing.load_module_weights])."""
         load_module_weights(self, source, strict=strict)  # type: ignore[arg-type]
 
-    def save_pretrained(
-        self, folder: str | os.PathLike[str], *, max_shard_size: int | str = "5GB"
+    def save_pretrained(  # type: ignore[override]
+        self,
+        save_directory: str | os.PathLike[str],
+        *,
+        processor: TaskProcessor | None = None,
+        max_shard_size: int | str = "5GB",
+        **kwargs: Any,
     ) -> Path:
-        """Write safetensors weights and JSON configuration (see
-        [`save_module`][omni_blocks.checkpointing.save_module])."""
-        return save_module(self, folder, max_shard_size=max_shard_size)  # type: ignore[arg-type]
+        """Write safetensors weights, the JSON configuration, a model card and (when given,
+        or attached before) the processor; `kwargs` go to `ModelHubMixin.save_pretrained`
+        (`push_to_hub=True, repo_id=...`). Returns the folder."""
+        if processor is not None:
+            self.processor = processor
+        self._max_shard_size = max_shard_size
+        ModelHubMixin.save_pretrained(self, Path(save_directory), **kwargs)
+        return Path(save_directory)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        save_module(
+            self,  # type: ignore[arg-type]
+            save_directory,
+            max_shard_size=getattr(self, "_max_shard_size", "5GB"),
+            processor=self.processor,
+        )
 
     @classmethod
-    def from_pretrained(cls, pretrained: str | os.PathLike[str], **kwargs: Any) -> Any:
-        """Load a `save_pretrained` folder or hub repository (see
-        [`load_module`][omni_blocks.checkpointing.load_module] for the arguments)."""
-        return load_module(cls, pretrained, **kwargs)  # type: ignore[arg-type]
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
-        """Save and upload to the hub (see
-        [`push_module_to_hub`][omni_blocks.checkpointing.push_module_to_hub])."""
-        return push_module_to_hub(self, repo_id, **kwargs)  # type: ignore[arg-type]
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        **model_kwargs: Any,
+    ) -> Any:
+        return load_module(
+            cls,  # type: ignore[arg-type]
+            model_id,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+            token=token,
+            **model_kwargs,
+        )
 
     @classmethod
     def load_from_checkpoint(

@@ -7,6 +7,11 @@ codes otherwise). It returns the outputs together with the sampler's own record:
 number of forward passes (NFE) and the order in which every position was unmasked.
 `OmniDiffusionModule.generate` is this function on the module's own backbone and sampler.
 
+[`write_output`][omni_blocks.generation.write_output] writes one output as a file a person
+can open (a PNG, a WAV, or JSON for text and codes), and
+[`GenerationWriter`][omni_blocks.generation.GenerationWriter] does it for `omni-blocks
+predict` (`Trainer.predict`), batch by batch.
+
 ```text
 example -> template.prompt -> collate -> sampler (plan; score, penalise, choose) -> parse
 ```
@@ -14,21 +19,30 @@ example -> template.prompt -> collate -> sampler (plan; score, penalise, choose)
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import torch
 from jaxtyping import Int
+from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from omni_blocks._optional import require
 from omni_blocks.data.collate import collate_sequences
 from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.sampling.base import SampleOutput, Sampler
-from omni_blocks.vocab import VocabLayout
+from omni_blocks.vocab import VocabError, VocabLayout
 
-__all__ = ["Generation", "generate"]
+if TYPE_CHECKING:
+    from omni_blocks.data.processor import TaskProcessor
+
+__all__ = ["Generation", "GenerationWriter", "generate", "write_output"]
 
 
 @dataclass
@@ -142,3 +156,98 @@ def generate(
         backbone.train(was_training)
     result.seconds = time.time() - started
     return result
+
+
+def write_output(
+    stem: str | os.PathLike[str],
+    task: str,
+    output: str | Tensor,
+    processor: TaskProcessor | None = None,
+) -> dict[str, Any]:
+    """Write one parsed output next to `stem`, as a person would open it.
+
+    Text goes to `<stem>.json`; image and speech codes go to `<stem>.json` as lists, and,
+    when `processor` has the tokenizer to decode them, to `<stem>.png` (torchvision's
+    `save_image`) or `<stem>.wav` (16-bit PCM) as well.
+
+    Returns:
+        The record written to the JSON file (`task`, `text` or `codes`, the media file
+        names, and `error` when the codes could not be decoded, such as an image with
+        another number of codes than the tokenizer's).
+
+    Raises:
+        ImportError: torchvision or soundfile is missing for a PNG or WAV (the message names
+            the extra).
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"task": task}
+    if isinstance(output, str):
+        record["text"] = output
+    else:
+        record["codes"] = [int(c) for c in output.tolist()]
+        known = processor is not None and task in processor.templates
+        decoded = None
+        if known and processor is not None and processor.decodes(task):
+            try:
+                decoded = processor.decode(task, output)
+            except ValueError as err:  # e.g. an image of the wrong number of codes
+                record["error"] = str(err)
+        if isinstance(decoded, Tensor) and decoded.ndim == 3:
+            utils = require("torchvision.utils", "writing images")
+            utils.save_image(decoded.float().clamp(0, 1), str(stem.with_suffix(".png")))
+            record["image"] = stem.with_suffix(".png").name
+        elif isinstance(decoded, Tensor) and processor is not None:
+            from omni_blocks.tokenizers.audio import write_wav
+
+            rate = int(getattr(processor.speech_tokenizer, "sample_rate", 16_000))
+            write_wav(stem.with_suffix(".wav"), decoded.detach().float().cpu(), rate)
+            record["audio"] = stem.with_suffix(".wav").name
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+class GenerationWriter(BasePredictionWriter):
+    """Writes what `OmniDiffusionModule.predict_step` generated, batch by batch.
+
+    Every row becomes `<output_dir>/<index>-<task>.json` (and a PNG or WAV through
+    [`write_output`][omni_blocks.generation.write_output]), parsed with the data module's
+    templates when it has a `processor` (`ManifestDataModule` does: leniently, keeping the
+    ids of the task's modality), as raw target ids otherwise; `predictions.jsonl` lists
+    every record. `omni-blocks predict` adds one writing to `<log dir>/predictions`.
+
+    Args:
+        output_dir: the folder to write to.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike[str]) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self._count = 0
+
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        processor = getattr(datamodule, "processor", None)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with (self.output_dir / "predictions.jsonl").open("a") as listing:
+            for row in prediction:
+                name = f"{self._count:05d}-{row['task']}"
+                output: str | Tensor = torch.tensor(row["target_ids"], dtype=torch.long)
+                if processor is not None and row["task"] in processor.templates:
+                    template = processor.template(row["task"])
+                    try:
+                        output = template.parse(output, lenient=True)
+                    except VocabError as err:
+                        row = {**row, "error": str(err)}
+                record = write_output(self.output_dir / name, row["task"], output, processor)
+                listing.write(json.dumps({"file": name, **record}) + "\n")
+                self._count += 1

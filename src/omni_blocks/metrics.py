@@ -8,6 +8,8 @@
 - [`Judge`][omni_blocks.metrics.Judge]: anything that scores generated images or speech
   (a classifier of the generated digit, an ASR model listening to TTS output, CLIP, ...),
   averaged by [`JudgeScore`][omni_blocks.metrics.JudgeScore];
+- [`bootstrap_interval`][omni_blocks.metrics.bootstrap_interval]: a confidence interval for
+  a figure computed from per-example scores (`scipy.stats.bootstrap`);
 - [`evaluate`][omni_blocks.metrics.evaluate] runs `module.generate` over examples and
   updates a metric; [`GenerationEval`][omni_blocks.metrics.GenerationEval] does it at the
   end of every validation epoch of a `Trainer` and logs `val/<task>/<metric>`.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
@@ -42,6 +45,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics import text as tm_text
 
+from omni_blocks._optional import require
 from omni_blocks.data.templates import (
     TaskTemplate,
 )
@@ -52,9 +56,11 @@ __all__ = [
     "AnswerAccuracy",
     "CharErrorRate",
     "GenerationEval",
+    "Interval",
     "Judge",
     "JudgeScore",
     "WordErrorRate",
+    "bootstrap_interval",
     "default_metric",
     "evaluate",
     "normalize_text",
@@ -62,6 +68,76 @@ __all__ = [
 ]
 
 _PUNCTUATION = re.compile(r"[^\w\s']|(?<!\w)'|'(?!\w)")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A figure and its confidence interval.
+
+    Attributes:
+        value: the statistic on the sample itself.
+        low: the interval's lower end.
+        high: the interval's upper end.
+        confidence: the interval's confidence level.
+        n: the sample size.
+    """
+
+    value: float
+    low: float
+    high: float
+    confidence: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def bootstrap_interval(
+    values: Sequence[float | int] | Tensor,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2_000,
+    seed: int = 0,
+    method: str = "BCa",
+) -> Interval:
+    """The mean of per-example scores with a bootstrap confidence interval.
+
+    `scipy.stats.bootstrap` with the bias-corrected and accelerated (BCa) interval (Efron,
+    1987), seeded: the same scores give the same interval. For a proportion (accuracy, 0/1
+    scores) of every example right or every one wrong, the interval is the single point.
+
+    Args:
+        values: one score per example (0/1 for accuracy, a WER per utterance, ...).
+        confidence: the confidence level.
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling.
+        method: `"BCa"`, `"percentile"` or `"basic"` (scipy's names).
+
+    Raises:
+        ValueError: no values, non-finite values, or a confidence outside (0, 1).
+        ImportError: scipy is not installed (the message names the `stats` extra).
+    """
+    data = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if data.numel() == 0:
+        raise ValueError("bootstrap_interval needs at least one value")
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError("bootstrap_interval got NaN or infinite values")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
+    mean = float(data.mean())
+    if data.numel() == 1 or bool((data == data[0]).all()):
+        return Interval(mean, mean, mean, confidence, int(data.numel()))
+    stats = require("scipy.stats", "confidence intervals")
+    result = stats.bootstrap(
+        (data.numpy(),),
+        lambda x, axis: x.mean(axis=axis),
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        method=method,
+        rng=seed,
+    )
+    low, high = (float(x) for x in result.confidence_interval)
+    return Interval(mean, low, high, confidence, int(data.numel()))
 
 
 def normalize_text(text: str) -> str:

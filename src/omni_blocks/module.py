@@ -51,12 +51,12 @@ from omni_blocks.optim import AdamWConfig, ConstantLR, LRSchedule, OptimizerFact
 from omni_blocks.sampling.base import Sampler
 from omni_blocks.schedules import LinearSchedule, NoiseSchedule, TimeDistribution, UniformTime
 from omni_blocks.typing import Logits, SeqMask, Times, TokenIds
-from omni_blocks.vocab import VocabLayout
+from omni_blocks.vocab import Modality, VocabLayout
 
 __all__ = ["OmniDiffusionModule", "StepOutput"]
 
-# Separate random streams for training, validation and test draws.
-_TRAIN, _VAL, _TEST, _DROPOUT = 0, 1, 2, 3
+# Separate random streams for training, validation, test, dropout and prediction draws.
+_TRAIN, _VAL, _TEST, _DROPOUT, _PREDICT = 0, 1, 2, 3, 4
 # Blocks are frozen dataclasses: one shared default instance is safe.
 _SCHEDULE, _TIMES, _MASKING = LinearSchedule(), UniformTime(), UniformMasking()
 _OPTIMIZER, _LR, _PACKING = AdamWConfig(), ConstantLR(), NoPacking()
@@ -167,6 +167,8 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         self.seed = seed
         self.init_from = init_from
         self.packing = packing
+        self.processor = None  # the templates and tokenizers saved with the model, if any
+        self._hub_mixin_config = None  # the folder's config.json is the backbone's
         self.compile_backbone = bool(compile_backbone)
         if self.compile_backbone:
             backbone.compile()
@@ -329,6 +331,53 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
     def _log_task_losses(self, prefix: str) -> None:
         for task, value in self.task_losses.compute().items():
             self.log(f"{prefix}/loss/{task}", value)
+
+    def predict_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> list[dict[str, Any]]:
+        """Generate every row's target region from its prompt (`Trainer.predict`,
+        `omni-blocks predict`): the target is masked, the module's sampler fills it (rows
+        grouped by their target's modality), and each row comes back as `task`,
+        `target_modality` and the generated `target_ids`. A
+        [`GenerationWriter`][omni_blocks.generation.GenerationWriter] writes them to files.
+
+        Raises:
+            ValueError: the module has no sampler.
+        """
+        if self.sampler is None:
+            raise ValueError(
+                "predicting needs a sampler: set model.sampler in the config (for example "
+                "omni_blocks.sampling.omni_diffusion_sampler())"
+            )
+        ids, target, attention = batch["input_ids"], batch["target_mask"], batch["attention_mask"]
+        tasks = list(batch.get("task") or ["?"] * len(ids))
+        modalities = list(batch.get("target_modality") or [None] * len(ids))
+        noisy = ids.masked_fill(target, self.layout.mask_id)
+        out = noisy.clone()
+        generator = self._generator(
+            ids.device, _PREDICT, dataloader_idx, batch_idx, self.global_rank
+        )
+        for modality in sorted(set(modalities), key=str):
+            rows = torch.tensor([i for i, m in enumerate(modalities) if m == modality])
+            mask = attention[rows]
+            sample = self.sampler(
+                self.backbone,
+                noisy[rows],
+                layout=self.layout,
+                modality=None if modality is None else Modality(modality),
+                target_mask=target[rows],
+                attention_mask=None if bool(mask.all()) else mask,
+                generator=generator,
+            )
+            out[rows] = sample.ids
+        return [
+            {
+                "task": tasks[i],
+                "target_modality": modalities[i],
+                "target_ids": out[i][target[i]].tolist(),
+            }
+            for i in range(len(ids))
+        ]
 
     # ------------------------------------------------------------------ generation
     def generate(

@@ -85,7 +85,20 @@ def test_load_image_resizes_the_shorter_side_then_crops_the_centre(tmp_path: Pat
     image = load_image(tmp_path / "wide.png", 4)  # shorter side already 4: crop columns 2..5
     assert image.shape == (3, 4, 4) and image.dtype == torch.float32
     expected = torch.from_numpy(pixels[:, 2:6].copy()).permute(2, 0, 1).float() / 255
-    assert torch.equal(image, expected)
+    torch.testing.assert_close(image, expected)  # torchvision scales by 1/255: last bits
+    # upstream's image_transform: torchvision's Resize(BICUBIC) + CenterCrop on the PIL image
+    from PIL import Image
+    from torchvision import transforms
+
+    with Image.open(tmp_path / "wide.png") as opened:
+        upstream = transforms.CenterCrop(2)(
+            transforms.Resize(2, interpolation=transforms.InterpolationMode.BICUBIC)(
+                opened.convert("RGB")
+            )
+        )
+    torch.testing.assert_close(
+        load_image(tmp_path / "wide.png", 2), transforms.ToTensor()(upstream)
+    )
     small = load_image(tmp_path / "wide.png", 2)  # 8x4 -> 4x2, then columns 1..2
     assert small.shape == (3, 2, 2) and 0.0 <= float(small.min()) <= float(small.max()) <= 1.0
 

@@ -20,11 +20,12 @@ from jsonargparse import ArgumentParser
 from omni_blocks.cli import OmniCLI
 from omni_blocks.data import DataError
 from omni_blocks.module import OmniDiffusionModule
+from omni_blocks.recipes import recipe_path
 from omni_blocks.sampling import MaskedDiffusionSampler, omni_diffusion_sampler
 from omni_blocks.vocab import VocabLayout
 
 RECIPE = Path(__file__).resolve().parents[2] / "examples" / "omni_diffusion"
-CONFIGS = RECIPE / "configs"
+CONFIGS = recipe_path("omni_diffusion")  # the stage configs, shipped with the package
 STAGES = ("stage1", "stage2", "stage3")
 TASKS = {
     "stage1": {"t2i", "caption", "vqa"},

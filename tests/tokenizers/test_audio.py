@@ -6,17 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 
 from omni_blocks.tokenizers.audio import (
     LogMelSpectrogram,
     check_waveforms,
     griffin_lim,
-    hz_to_mel,
     load_audio,
     mel_filterbank,
-    mel_to_hz,
     read_wav,
     resample,
     write_wav,
@@ -42,13 +38,9 @@ def test_mel_filterbank_matches_whisper_feature_extractor() -> None:
             mel_scale="slaney",
         )
         assert ours.shape == (n_freqs, n_mels)
-        assert torch.allclose(ours.double(), torch.from_numpy(ref), atol=1e-7)
-
-
-@given(st.floats(0.0, 20_000.0))
-def test_mel_scale_round_trips(freq: float) -> None:
-    f = torch.tensor([freq], dtype=torch.float64)
-    assert torch.allclose(mel_to_hz(hz_to_mel(f)), f, rtol=1e-9, atol=1e-6)
+        # torchaudio computes the filters in float32 (the hand-written ones it replaced, in
+        # float64, agreed with Whisper's to 1e-8 and with torchaudio's to 7e-8)
+        assert torch.allclose(ours.double(), torch.from_numpy(ref), atol=2e-7)
 
 
 def test_mel_filterbank_rejects_bad_ranges() -> None:
@@ -162,3 +154,9 @@ def test_check_waveforms_errors(value: object, error: type[Exception], match: st
 def test_check_waveforms_rejects_a_wrong_sample_rate() -> None:
     with pytest.raises(ValueError, match=r"22050 Hz.*16000 Hz.*resample"):
         check_waveforms(torch.zeros(10), sample_rate=22_050, expected_rate=16_000)
+
+
+def test_missing_torchaudio_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchaudio", None)
+    with pytest.raises(ImportError, match=r"omni-blocks\[audio\]"):
+        resample(torch.zeros(100), 16_000, 8_000)

@@ -6,6 +6,8 @@
   [`PretrainedTransformer`][omni_blocks.backbones.PretrainedTransformer] loads a checkpoint.
 - [`HFBackbone`][omni_blocks.backbones.HFBackbone]: a `transformers` model (Qwen2 with
   `is_causal=False`) behind the same protocol.
+- [`LoraBackbone`][omni_blocks.backbones.LoraBackbone]: LoRA adapters (peft) on any of them,
+  the new vocabulary rows trainable.
 - [`CachingBackbone`][omni_blocks.backbones.CachingBackbone]: a backbone that can run a
   window of a sequence against a [`KeyValueCache`][omni_blocks.backbones.KeyValueCache]
   (the sampler's prefix and dual caches).
@@ -21,6 +23,7 @@ from omni_blocks.backbones.base import (
 )
 from omni_blocks.backbones.config import TransformerConfig, default_shift_logits, is_dream_config
 from omni_blocks.backbones.hf import HFBackbone
+from omni_blocks.backbones.lora import LoraBackbone
 from omni_blocks.backbones.native import NativeTransformer, PretrainedTransformer, shift_right
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "EmbeddingSlots",
     "HFBackbone",
     "KeyValueCache",
+    "LoraBackbone",
     "NativeTransformer",
     "PretrainedTransformer",
     "TransformerConfig",

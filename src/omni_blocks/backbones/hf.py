@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from omni_blocks._optional import require
 from omni_blocks.backbones.base import EmbeddingSlots, grow_rows
 from omni_blocks.backbones.config import (
     TransformerConfig,
@@ -46,6 +47,7 @@ def qwen2_config(config: TransformerConfig, **overrides: Any) -> Any:
 
     `is_causal=False` and `use_cache=False` are set (overridable through `overrides`).
     """
+    require("transformers", "a transformers backbone")
     from transformers import Qwen2Config
 
     values: dict[str, Any] = {
@@ -115,6 +117,7 @@ class HFBackbone(nn.Module):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
+        require("transformers", "HFBackbone")
         folder = resolve_checkpoint(pretrained, revision=revision, allow_pickle=allow_pickle)
         raw = read_config_json(folder / "config.json")
         load_kwargs: dict[str, Any] = {"use_safetensors": None if allow_pickle else True}

@@ -51,12 +51,15 @@ class TaskBatch(TypedDict):
         target_mask: bool `(batch, seq)`, True on the target region and its tail pads.
         attention_mask: bool `(batch, seq)`, True on real tokens and target pads.
         task: the task name of each row.
+        target_modality: the modality of each row's target (`"text"`, `"image"`,
+            `"speech"`).
     """
 
     input_ids: Tensor
     target_mask: Tensor
     attention_mask: Tensor
     task: list[str]
+    target_modality: list[str]
 
 
 def collate_sequences(
@@ -89,7 +92,8 @@ def collate_sequences(
 
     Returns:
         `input_ids` (int64, `(batch, seq)`), `target_mask` (bool: target region incl. tail
-        pads), `attention_mask` (bool), `task` (list of task names).
+        pads), `attention_mask` (bool), `task` (list of task names), `target_modality`
+        (list of the targets' modality names).
 
     Raises:
         DataError: an empty batch, a sequence whose target is not one block at its end, or
@@ -146,6 +150,7 @@ def collate_sequences(
         target_mask=target_mask,
         attention_mask=attention_mask,
         task=[seq.task for seq in seqs],
+        target_modality=[seq.target_modality.value for seq in seqs],
     )
 
 

@@ -59,7 +59,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -67,6 +67,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from omni_blocks._optional import require
 from omni_blocks.data.mixture import OmniDataModule, TaskMixture
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.templates import TaskTemplate
@@ -76,6 +77,9 @@ from omni_blocks.tokenizers.glm4voice import GLM4VoiceTokenizer
 from omni_blocks.tokenizers.speech_vq import MelVQSpeechTokenizer
 from omni_blocks.tokenizers.text import TextTokenizer
 from omni_blocks.vocab import VocabLayout
+
+if TYPE_CHECKING:
+    from omni_blocks.data.processor import TaskProcessor
 
 __all__ = [
     "ManifestDataModule",
@@ -96,28 +100,26 @@ CODE_KEYS = ("image_codes", "speech_codes")
 def load_image(path: str | os.PathLike[str], size: int) -> Float[Tensor, "3 size size"]:
     """An image file as a `(3, size, size)` float tensor in `[0, 1]`.
 
-    As upstream Omni-Diffusion's `image_transform`: RGB, the shorter side resized to `size`
-    with bicubic filtering, then a centre crop to `size x size`.
+    Upstream Omni-Diffusion's `image_transform` (before its normalisation to `[-1, 1]`,
+    which the image tokenizer does): RGB through Pillow, torchvision's
+    `Resize(size, BICUBIC)` of the shorter side and `CenterCrop(size)`.
 
     Raises:
-        ModuleNotFoundError: Pillow is not installed.
+        ImportError: Pillow or torchvision is not installed (the message names the
+            `vision` extra).
     """
-    try:
-        from PIL import Image
-    except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError(
-            "reading image files needs Pillow: pip install 'omni-blocks[vision]'"
-        ) from err
+    require("PIL", "reading image files")
+    require("torchvision", "resizing images")
+    from PIL import Image
+    from torchvision.transforms import v2
+
     with Image.open(path) as opened:
         image = opened.convert("RGB")
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    image = image.crop((left, top, left + size, top + size))
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-    return pixels.permute(2, 0, 1).float() / 255.0
+    resize = v2.Compose(
+        [v2.Resize(size, interpolation=v2.InterpolationMode.BICUBIC), v2.CenterCrop(size)]
+    )
+    pixels = v2.functional.pil_to_tensor(resize(image))
+    return v2.functional.to_dtype(pixels, torch.float32, scale=True)
 
 
 def _codes(value: Any, base: Path, key: str, name: str) -> Tensor:
@@ -379,6 +381,8 @@ class ManifestDataModule(OmniDataModule):
         text_tokenizer: the text tokenizer of the templates.
         train: the training tasks.
         val: validation tasks (their `ratio` is ignored), or None.
+        test: test tasks for `omni-blocks test` / `predict` (their `ratio` is ignored), or
+            None (then the validation tasks, else every training example once).
         image_tokenizer: an [`ImageTokenizer`][omni_blocks.tokenizers.ImageTokenizer] for
             manifests with `image` files (MAGVIT-v2 in the paper:
             [`PretrainedMagvitV2`][omni_blocks.tokenizers.PretrainedMagvitV2] in a config).
@@ -414,6 +418,7 @@ class ManifestDataModule(OmniDataModule):
         text_tokenizer: TextTokenizer,
         train: list[ManifestTask],
         val: list[ManifestTask] | None = None,
+        test: list[ManifestTask] | None = None,
         *,
         image_tokenizer: nn.Module | None = None,
         speech_tokenizer: GLM4VoiceTokenizer | MelVQSpeechTokenizer | nn.Module | None = None,
@@ -455,10 +460,16 @@ class ManifestDataModule(OmniDataModule):
         if self.val_tasks:
             parts = list(self._datasets(self.val_tasks, layout, max_length).values())
             val_data = torch.utils.data.ConcatDataset(parts)
+        self.test_tasks = list(test or [])
+        test_data: Any = None
+        if self.test_tasks:
+            parts = list(self._datasets(self.test_tasks, layout, max_length).values())
+            test_data = torch.utils.data.ConcatDataset(parts)
         super().__init__(
             layout,
             mixture,
             val_data,
+            test=test_data,
             batch_size=batch_size,
             val_batch_size=val_batch_size,
             num_workers=num_workers,
@@ -476,6 +487,18 @@ class ManifestDataModule(OmniDataModule):
         """The training tasks' templates by task name (for generation and evaluation)."""
         pairs = zip(self.train.names, self.train.datasets, strict=True)
         return {name: dataset.template for name, dataset in pairs}
+
+    @property
+    def processor(self) -> TaskProcessor:
+        """The templates and tokenizers, to save with the model
+        (`module.save_pretrained(folder, processor=data.processor)`)."""
+        from omni_blocks.data.processor import TaskProcessor
+
+        return TaskProcessor(
+            self.templates,
+            image_tokenizer=self.image_tokenizer,  # type: ignore[arg-type]
+            speech_tokenizer=self.speech_tokenizer,  # type: ignore[arg-type]
+        )
 
     def _template(
         self, task: ManifestTask, layout: VocabLayout, max_length: int | None

@@ -350,6 +350,9 @@ class OmniDataModule(pl.LightningDataModule):
         train: the training data: a `TaskMixture`, or any sized dataset / list of
             `TaskSequence`s (wrapped as a one-task mixture).
         val: validation data (a sized dataset / list of `TaskSequence`s), or None.
+        test: test data, or None. `test_dataloader` and `predict_dataloader` read it, else
+            the validation data, else every training example once, in order (so that
+            `omni-blocks test` and `predict` run on any config).
         batch_size: sequences per batch and device.
         val_batch_size: for validation; defaults to `batch_size`.
         num_workers: data-loader worker processes.
@@ -372,6 +375,7 @@ class OmniDataModule(pl.LightningDataModule):
         train: Any,
         val: Any = None,
         *,
+        test: Any = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -393,6 +397,7 @@ class OmniDataModule(pl.LightningDataModule):
             train if isinstance(train, TaskMixture) else TaskMixture({"train": train}, seed=seed)
         )
         self.val = val
+        self.test = test
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -458,11 +463,38 @@ class OmniDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader[TaskSequence] | list[Any]:
-        """Validation batches in dataset order (none without `val`)."""
+        """Validation batches in dataset order: none without `val` while fitting; for
+        `Trainer.validate` (`omni-blocks validate`) the test data's fallback (see `test`)."""
         if self.val is None:
-            return []
+            trainer = self.trainer
+            validating = trainer is not None and trainer.state.fn == "validate"
+            return self._in_order(self._evaluation_data()) if validating else []
         return DataLoader(
             self.val,
+            batch_size=self.val_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=self.collator,
+        )
+
+    def test_dataloader(self) -> DataLoader[TaskSequence]:
+        """Test batches in dataset order: `test`, else `val`, else every training example."""
+        return self._in_order(self._evaluation_data())
+
+    def predict_dataloader(self) -> DataLoader[TaskSequence]:
+        """The examples to generate for, as `test_dataloader` (`omni-blocks predict`)."""
+        return self._in_order(self._evaluation_data())
+
+    def _evaluation_data(self) -> Any:
+        if self.test is not None:
+            return self.test
+        if self.val is not None:
+            return self.val
+        return torch.utils.data.ConcatDataset(self.train.datasets)
+
+    def _in_order(self, data: Any) -> DataLoader[TaskSequence]:
+        return DataLoader(
+            data,
             batch_size=self.val_batch_size,
             shuffle=False,
             num_workers=self.num_workers,

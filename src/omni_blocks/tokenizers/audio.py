@@ -1,27 +1,27 @@
-"""Audio helpers in plain torch: WAV I/O, resampling, log-mel spectrograms, Griffin-Lim.
+"""Audio helpers: WAV I/O, resampling, log-mel spectrograms, Griffin-Lim, input checks.
 
-Everything here runs on a CPU-only torch without torchaudio (whose wheels are CUDA-linked):
+The signal processing is torchaudio's (imported when first used; install it with
+`pip install "omni-blocks[audio]"`):
 
 - [`read_wav`][omni_blocks.tokenizers.audio.read_wav] /
   [`write_wav`][omni_blocks.tokenizers.audio.write_wav] /
-  [`load_audio`][omni_blocks.tokenizers.audio.load_audio]: audio files through `soundfile`
-  (imported lazily; install it with `pip install "omni-blocks[audio]"`);
-- [`resample`][omni_blocks.tokenizers.audio.resample]: band-limited (Hann-windowed sinc)
-  polyphase resampling, the method of `torchaudio.functional.resample`;
-- [`mel_filterbank`][omni_blocks.tokenizers.audio.mel_filterbank]: the Slaney-style mel
-  filterbank of librosa and Whisper's feature extractor;
+  [`load_audio`][omni_blocks.tokenizers.audio.load_audio]: audio files through `soundfile`;
+- [`resample`][omni_blocks.tokenizers.audio.resample]: `torchaudio.functional.resample`
+  (band-limited, Hann-windowed sinc);
+- [`mel_filterbank`][omni_blocks.tokenizers.audio.mel_filterbank]:
+  `torchaudio.functional.melscale_fbanks` with Slaney's scale and normalisation (the filters
+  of librosa and Whisper's feature extractor);
 - [`LogMelSpectrogram`][omni_blocks.tokenizers.audio.LogMelSpectrogram]: waveform -> log-mel
-  frames, and back through a non-negative least-squares mel inversion plus
-- [`griffin_lim`][omni_blocks.tokenizers.audio.griffin_lim]: phase reconstruction from a
-  magnitude spectrogram (fast Griffin-Lim with momentum, Perraudin et al. 2013);
+  frames (`torchaudio.transforms.Spectrogram`), and back through a non-negative
+  least-squares mel inversion plus
+- [`griffin_lim`][omni_blocks.tokenizers.audio.griffin_lim]: `torchaudio.functional.griffinlim`
+  (fast Griffin-Lim with momentum), seeded;
 - [`check_waveforms`][omni_blocks.tokenizers.audio.check_waveforms]: the input checks every
   speech tokenizer shares (mono, floating point, non-empty, finite, right sample rate).
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -32,30 +32,27 @@ from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
+from omni_blocks._optional import require
+
 __all__ = [
     "MAX_PEAK",
     "LogMelSpectrogram",
     "check_waveforms",
     "griffin_lim",
-    "hz_to_mel",
     "load_audio",
     "mel_filterbank",
-    "mel_to_hz",
     "read_wav",
     "resample",
     "write_wav",
 ]
 
 
+def _torchaudio() -> ModuleType:
+    return require("torchaudio", "audio processing (resampling, spectrograms, Griffin-Lim)")
+
+
 def _soundfile() -> ModuleType:
-    try:
-        import soundfile
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reading and writing audio files needs the `soundfile` package; install the "
-            "audio extra: pip install 'omni-blocks[audio]'"
-        ) from err
-    return soundfile
+    return require("soundfile", "reading and writing audio files")
 
 
 # ---------------------------------------------------------------------------- file I/O
@@ -134,25 +131,6 @@ def load_audio(
 
 
 # ---------------------------------------------------------------------------- resampling
-@functools.lru_cache(maxsize=32)
-def _sinc_kernel(
-    orig: int, new: int, lowpass_filter_width: int, rolloff: float
-) -> tuple[Tensor, int]:
-    """The `(new, taps)` polyphase filter of `resample` and its half-width (cached)."""
-    dtype = torch.float64
-    base = min(orig, new) * rolloff
-    width = math.ceil(lowpass_filter_width * orig / base)
-    # Input offsets (in input periods) that output phase j = 0..new-1 reads.
-    taps = torch.arange(-width, width + orig, dtype=dtype) / orig
-    phases = -torch.arange(new, dtype=dtype)[:, None] / new
-    t = (phases + taps[None, :]) * base
-    t = t.clamp(-lowpass_filter_width, lowpass_filter_width)
-    window = torch.cos(t * math.pi / lowpass_filter_width / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, 1.0, t))
-    return sinc * window * (base / orig), width
-
-
 def resample(
     waveform: Float[Tensor, "*batch time"],
     orig_freq: int,
@@ -161,14 +139,7 @@ def resample(
     lowpass_filter_width: int = 6,
     rolloff: float = 0.99,
 ) -> Float[Tensor, "*batch new_time"]:
-    """Band-limited resampling with a Hann-windowed sinc filter (polyphase, in torch).
-
-    The rates are reduced by their gcd to `orig / new`; output sample `n` is the input
-    convolved with `h(t) = rolloff * min(orig, new) / orig * sinc(t) * w(t)` evaluated at the
-    output instant, where `w` is a Hann window spanning `lowpass_filter_width` zero crossings
-    of the low-pass cut-off `rolloff * min(orig, new) / 2`. This is the method of
-    `torchaudio.functional.resample` (`sinc_interp_hann`), written anew here so that no
-    torchaudio is needed.
+    """Band-limited resampling: `torchaudio.functional.resample` with a Hann-windowed sinc.
 
     Args:
         waveform: samples along the last dimension.
@@ -180,6 +151,11 @@ def resample(
 
     Returns:
         `ceil(time * new_freq / orig_freq)` samples along the last dimension.
+
+    Raises:
+        ValueError: a rate that is not positive, `rolloff` outside `(0, 1]` or
+            `lowpass_filter_width < 1`.
+        ImportError: torchaudio is not installed (the message names the extra).
     """
     if orig_freq <= 0 or new_freq <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_freq} -> {new_freq}")
@@ -189,45 +165,19 @@ def resample(
         raise ValueError(f"lowpass_filter_width must be >= 1, got {lowpass_filter_width}")
     if orig_freq == new_freq:
         return waveform.clone()
-    gcd = math.gcd(orig_freq, new_freq)
-    orig, new = orig_freq // gcd, new_freq // gcd
-    length = waveform.shape[-1]
-    out_length = math.ceil(new * length / orig)
-    if length == 0:
-        return waveform.new_zeros((*waveform.shape[:-1], 0))
-
-    kernel, width = _sinc_kernel(orig, new, lowpass_filter_width, rolloff)
-    kernel = kernel.to(device=waveform.device, dtype=waveform.dtype)
-    flat = rearrange(waveform, "... time -> (...) 1 time")
-    flat = torch.nn.functional.pad(flat, (width, width + orig))
-    out = torch.nn.functional.conv1d(
-        flat, rearrange(kernel, "phase tap -> phase 1 tap"), stride=orig
+    functional = _torchaudio().functional
+    out: Tensor = functional.resample(
+        waveform,
+        orig_freq,
+        new_freq,
+        lowpass_filter_width=lowpass_filter_width,
+        rolloff=rolloff,
+        resampling_method="sinc_interp_hann",
     )
-    out = rearrange(out, "b phase steps -> b (steps phase)")[:, :out_length]
-    return out.reshape(*waveform.shape[:-1], out_length)
+    return out
 
 
 # ---------------------------------------------------------------------------- mel scale
-_F_SP = 200.0 / 3.0  # Slaney: 66.67 Hz per mel below 1 kHz
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
-_LOGSTEP = math.log(6.4) / 27.0
-
-
-def hz_to_mel(freq: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
-    """Slaney's mel scale (as librosa with `htk=False`): linear below 1 kHz, log above."""
-    linear = freq / _F_SP
-    log = _MIN_LOG_MEL + torch.log(freq.clamp(min=_MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
-    return torch.where(freq >= _MIN_LOG_HZ, log, linear)
-
-
-def mel_to_hz(mel: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
-    """Inverse of [`hz_to_mel`][omni_blocks.tokenizers.audio.hz_to_mel]."""
-    linear = mel * _F_SP
-    log = _MIN_LOG_HZ * torch.exp(_LOGSTEP * (mel - _MIN_LOG_MEL))
-    return torch.where(mel >= _MIN_LOG_MEL, log, linear)
-
-
 def mel_filterbank(
     n_freqs: int,
     n_mels: int,
@@ -237,11 +187,8 @@ def mel_filterbank(
 ) -> Float[Tensor, "freqs mels"]:
     """Triangular mel filters with Slaney's scale and area normalisation.
 
-    Filter `m` rises linearly from mel point `m` to `m + 1` and falls to `m + 2`, where the
-    `n_mels + 2` mel points are equally spaced between `hz_to_mel(f_min)` and
-    `hz_to_mel(f_max)`; each filter is scaled by `2 / (f_{m+2} - f_m)` so that filters have
-    equal area ("slaney" normalisation). These are the filters of librosa's default
-    `librosa.filters.mel` and of Whisper's feature extractor.
+    `torchaudio.functional.melscale_fbanks(..., norm="slaney", mel_scale="slaney")`: the
+    filters of librosa's default `librosa.filters.mel` and of Whisper's feature extractor.
 
     Args:
         n_freqs: number of STFT bins, `n_fft // 2 + 1`.
@@ -251,7 +198,11 @@ def mel_filterbank(
         f_max: highest frequency in Hz (default: Nyquist).
 
     Returns:
-        A `(n_freqs, n_mels)` matrix; `mel = magnitude @ filterbank`.
+        A `(n_freqs, n_mels)` float32 matrix; `mel = magnitude @ filterbank`.
+
+    Raises:
+        ValueError: fewer than 2 bins or 1 band, or a frequency range outside
+            `[0, sample_rate / 2]`.
     """
     f_max = sample_rate / 2 if f_max is None else f_max
     if n_freqs < 2 or n_mels < 1:
@@ -261,16 +212,10 @@ def mel_filterbank(
             f"need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}, "
             f"sample_rate={sample_rate}"
         )
-    dtype = torch.float64
-    fft_freqs = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=dtype)
-    lo, hi = hz_to_mel(torch.tensor([f_min, f_max], dtype=dtype))
-    hz_points = mel_to_hz(torch.linspace(float(lo), float(hi), n_mels + 2, dtype=dtype))
-    widths = hz_points.diff()  # (n_mels + 1,)
-    ramps = hz_points[None, :] - fft_freqs[:, None]  # (freqs, n_mels + 2)
-    lower = -ramps[:, :-2] / widths[:-1]
-    upper = ramps[:, 2:] / widths[1:]
-    filters = torch.clamp(torch.minimum(lower, upper), min=0.0)
-    filters = filters * (2.0 / (hz_points[2:] - hz_points[:-2]))[None, :]
+    functional = _torchaudio().functional
+    filters: Tensor = functional.melscale_fbanks(
+        n_freqs, f_min, f_max, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
+    )
     return filters.float()
 
 
@@ -393,12 +338,9 @@ def griffin_lim(
 ) -> Float[Tensor, "*batch time"]:
     """Recover a waveform from an STFT magnitude by fast Griffin-Lim.
 
-    Alternates projections between spectrograms with the given magnitude and consistent
-    spectrograms (STFTs of some signal): `c_n = STFT(ISTFT(|X| * e^{i angle(t_n)}))`,
-    `t_{n+1} = c_n + momentum / (1 + momentum) * (c_n - c_{n-1})` (Perraudin, Balazs &
-    Søndergaard, "A fast Griffin-Lim algorithm", 2013; `momentum=0` is the original
-    Griffin & Lim 1984). Phases start from a seeded uniform draw, so the result is
-    deterministic.
+    `torchaudio.functional.griffinlim` (Perraudin, Balazs & Søndergaard, "A fast Griffin-Lim
+    algorithm", 2013; `momentum=0` is the original Griffin & Lim 1984) with a Hann window and
+    random initial phases drawn from `seed`, so the result is deterministic.
 
     Args:
         magnitude: `|STFT|` with frames first, as produced by
@@ -410,6 +352,10 @@ def griffin_lim(
         momentum: the fast Griffin-Lim momentum in `[0, 1)`.
         length: length of the output waveform (default: what the frames span).
         seed: seed of the initial phases.
+
+    Raises:
+        ValueError: a magnitude whose last dimension is not `n_fft // 2 + 1`, or a momentum
+            outside `[0, 1)`.
     """
     if magnitude.shape[-1] != n_fft // 2 + 1:
         raise ValueError(
@@ -418,31 +364,28 @@ def griffin_lim(
         )
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+    functional = _torchaudio().functional
     win_length = n_fft if win_length is None else win_length
     window = torch.hann_window(win_length, dtype=magnitude.dtype, device=magnitude.device)
-    batch_shape = magnitude.shape[:-2]
-    spec = rearrange(magnitude, "... frames freqs -> (...) freqs frames")
-    generator = torch.Generator().manual_seed(seed)
-    phase = torch.rand(spec.shape, generator=generator, dtype=spec.dtype) * (2 * math.pi)
-    angles = torch.polar(torch.ones_like(spec), phase.to(spec.device))
-    previous = torch.zeros_like(angles)
-    stft_args: dict[str, Any] = {
-        "n_fft": n_fft,
-        "hop_length": hop_length,
-        "win_length": win_length,
-        "window": window,
-        "center": True,
-    }
+    spec = rearrange(magnitude, "... frames freqs -> ... freqs frames")
     if length is None:
         length = (spec.shape[-1] - 1) * hop_length
-    for _ in range(n_iter):
-        wave = torch.istft(spec * angles, length=length, **stft_args)
-        rebuilt = torch.stft(wave, pad_mode="constant", return_complex=True, **stft_args)
-        angles = rebuilt - previous * (momentum / (1 + momentum))
-        angles = angles / angles.abs().clamp(min=1e-16)
-        previous = rebuilt
-    wave = torch.istft(spec * angles, length=length, **stft_args)
-    return wave.reshape(*batch_shape, wave.shape[-1])
+    devices = [magnitude.device] if magnitude.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # torchaudio draws the phases globally
+        torch.manual_seed(seed)
+        wave: Tensor = functional.griffinlim(
+            spec,
+            window=window,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            win_length=win_length,
+            power=1.0,
+            n_iter=n_iter,
+            momentum=momentum,
+            length=length,
+            rand_init=True,
+        )
+    return wave
 
 
 class LogMelSpectrogram:
@@ -491,7 +434,14 @@ class LogMelSpectrogram:
         self.f_max = f_max
         self.floor = floor
         self.filterbank = mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max)
-        self.window = torch.hann_window(self.win_length)
+        self.stft = _torchaudio().transforms.Spectrogram(
+            n_fft=n_fft,
+            win_length=self.win_length,
+            hop_length=hop_length,
+            power=1.0,  # magnitude
+            center=True,
+            pad_mode="constant",
+        )
 
     def num_frames(self, num_samples: int) -> int:
         """Number of frames for a waveform of `num_samples` samples (`num_samples // hop`)."""
@@ -502,17 +452,8 @@ class LogMelSpectrogram:
     ) -> Float[Tensor, "*batch frames freqs"]:
         """`|STFT|` of `waveform`, frames first, last frame dropped (see the class doc)."""
         flat = rearrange(waveform.float(), "... time -> (...) time")
-        spec = torch.stft(
-            flat,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=self.window.to(flat.device),
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        mag = rearrange(spec.abs()[..., :-1], "b freqs frames -> b frames freqs")
+        spec = self.stft.to(flat.device)(flat)
+        mag = rearrange(spec[..., :-1], "b freqs frames -> b frames freqs")
         return mag.reshape(*waveform.shape[:-1], *mag.shape[-2:])
 
     def __call__(

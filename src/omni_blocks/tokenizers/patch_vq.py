@@ -334,6 +334,15 @@ class PatchVQTokenizer(nn.Module):
         )
         return folder
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """The hub's name for [`save`][omni_blocks.tokenizers.patch_vq.PatchVQTokenizer.save]."""
+        return self.save(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> PatchVQTokenizer:
+        """The hub's name for [`load`][omni_blocks.tokenizers.patch_vq.PatchVQTokenizer.load]."""
+        return cls.load(directory)
+
     @classmethod
     def load(cls, directory: str | Path) -> PatchVQTokenizer:
         """Read a tokenizer written by `save`.

