@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from test_configs import WORDS, titled
+from test_configs import WORDS, make_toy_folder, titled
 
 from omni_blocks.backbones import NativeTransformer
 from omni_blocks.cli import cli, main
@@ -43,13 +43,7 @@ def _no_pytest_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The config page's folder after `omni-blocks fit` (a few steps)."""
-    folder = tmp_path_factory.mktemp("toy")
-    (folder / "data").mkdir()
-    lines = [json.dumps({"caption": w, "image_codes": [i % 16] * 4}) for i, w in enumerate(WORDS)]
-    (folder / "data" / "t2i.jsonl").write_text("\n".join(lines) + "\n")
-    TextTokenizer.train_bpe(WORDS * 4, vocab_size=300, min_frequency=1).save_pretrained(
-        folder / "tokenizer"
-    )
+    folder = make_toy_folder(tmp_path_factory.mktemp("toy"))
     config = yaml.safe_load(titled("toy.yaml"))
     config["trainer"]["max_steps"] = 4
     config["trainer"]["default_root_dir"] = str(folder)

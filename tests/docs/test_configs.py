@@ -61,10 +61,8 @@ def _no_pytest_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["omni-blocks"])
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder of the config page: data/t2i.jsonl, tokenizer/, toy.yaml."""
-    folder = tmp_path_factory.mktemp("toy")
+def make_toy_folder(folder: Path) -> Path:
+    """What the config page's first steps write: data/t2i.jsonl, tokenizer/, toy.yaml."""
     (folder / "data").mkdir()
     lines = [json.dumps({"caption": w, "image_codes": [i % 16] * 4}) for i, w in enumerate(WORDS)]
     (folder / "data" / "t2i.jsonl").write_text("\n".join(lines) + "\n")
@@ -73,6 +71,12 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     (folder / "toy.yaml").write_text(titled("toy.yaml"))
     return folder
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the config page."""
+    return make_toy_folder(tmp_path_factory.mktemp("toy"))
 
 
 def build(folder: Path, monkeypatch: pytest.MonkeyPatch, *fragments: str) -> Any:
