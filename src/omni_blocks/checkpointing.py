@@ -82,6 +82,13 @@ PROCESSOR_NAME = "processor.json"
 """File of a `save_module` folder that records the templates and tokenizers (a
 [`TaskProcessor`][omni_blocks.data.processor.TaskProcessor])."""
 
+SPEECH_WEIGHTS_NAME = "speech.safetensors"
+"""The weights of a module's speech encoder and projector (`speech_encoder.*`,
+`speech_projector.*`), beside the backbone's own files, which stay loadable by
+`transformers` alone."""
+
+_SPEECH_PARTS = ("speech_encoder", "speech_projector")
+
 _PICKLE_WEIGHTS = "pytorch_model.bin"
 _PICKLE_INDEX = "pytorch_model.bin.index.json"
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.md", "*.mvn"]
@@ -347,6 +354,16 @@ def save_module(
         saver(folder)
     else:
         save_state_dict(module.backbone.state_dict(), folder, max_shard_size=max_shard_size)
+    speech = {
+        f"{part}.{key}": value.detach().contiguous().cpu()
+        for part in _SPEECH_PARTS
+        if getattr(module, part, None) is not None
+        for key, value in getattr(module, part).state_dict().items()
+    }
+    if speech:
+        from safetensors.torch import save_file
+
+        save_file(speech, str(folder / SPEECH_WEIGHTS_NAME), metadata={"format": "pt"})
     module.layout.to_json(folder / LAYOUT_NAME)
     document = {"omni_blocks_version": __version__, "module": config}
     (folder / CONFIG_NAME).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
@@ -442,6 +459,7 @@ def load_module(
             backbone, load_state_dict(folder, device=device), strict=True, source=str(folder)
         )
     module = cls.from_config(config, backbone=backbone, **overrides)
+    _load_speech(module, folder, device)
     if (folder / PROCESSOR_NAME).is_file():
         from omni_blocks.data.processor import TaskProcessor
 
@@ -449,6 +467,25 @@ def load_module(
             folder, module.layout, trust_class_paths=trust_class_paths
         )
     return module.to(device)
+
+
+def _load_speech(module: nn.Module, folder: Path, device: str | torch.device) -> None:
+    """Give the module's speech encoder and projector the folder's weights (all or none)."""
+    parts = {p: getattr(module, p) for p in _SPEECH_PARTS if getattr(module, p, None) is not None}
+    path = folder / SPEECH_WEIGHTS_NAME
+    if not path.is_file():
+        if parts:
+            raise ValueError(
+                f"{folder} records a speech encoder but holds no {SPEECH_WEIGHTS_NAME}"
+            )
+        return
+    if not parts:
+        raise ValueError(f"{path} holds speech weights but the module has no speech encoder")
+    from safetensors.torch import load_file
+
+    state = load_file(str(path), device=str(device))
+    holder = nn.ModuleDict(parts)
+    load_matching(holder, state, strict=True, source=str(path))
 
 
 def _load_backbone(

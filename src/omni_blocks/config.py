@@ -201,6 +201,7 @@ _BLOCK_MODULES = (
     "omni_blocks.data.collate",
     "omni_blocks.data.packing",
     "omni_blocks.data.chat",
+    "omni_blocks.data.speech_input",
     "omni_blocks.metrics",
     "omni_blocks.module",
 )

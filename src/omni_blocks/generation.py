@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,9 +34,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from omni_blocks._optional import require
+from omni_blocks.backbones.base import EmbeddingSlots
 from omni_blocks.data.collate import collate_sequences
 from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.sampling.base import SampleOutput, Sampler
+from omni_blocks.typing import SeqMask
 from omni_blocks.vocab import VocabError, VocabLayout
 
 if TYPE_CHECKING:
@@ -83,6 +85,7 @@ def generate(
     batch_size: int | None = None,
     progress: bool = False,
     lenient_parse: bool = False,
+    speech: Callable[[SeqMask, list[Tensor]], EmbeddingSlots] | None = None,
 ) -> Generation:
     """Generate the task's output for every example.
 
@@ -101,6 +104,9 @@ def generate(
         generator: makes sampling deterministic.
         batch_size: examples per sampler call (default: all at once).
         progress: show a tqdm bar over batches.
+        speech: turns a batch's speech slots and frames into slot embeddings, for templates
+            that write speech as features (`OmniDiffusionModule.speech_slots`); computed once
+            per batch, before sampling.
         lenient_parse: parse outputs as upstream's inference does, keeping only the ids of
             the task's modality (see `TaskTemplate.parse`); for samplers that do not
             restrict their output to it.
@@ -136,6 +142,17 @@ def generate(
             ids = batch["input_ids"].to(device)
             target = batch["target_mask"].to(device)
             attention = batch["attention_mask"].to(device)
+            slots = None
+            if batch.get("slot_mask") is not None:
+                if speech is None:
+                    raise ValueError(
+                        f"the {template.name} template writes speech as features but no speech "
+                        "encoder was given (speech=...; a module built with speech_encoder)"
+                    )
+                slots = speech(batch["slot_mask"].to(device), list(batch["speech_features"]))
+            # Slots go only to samplers that get speech: a sampler written before the
+            # speech path (without the keyword) keeps working on every other template.
+            extra = {} if slots is None else {"slots": slots}
             sample = sampler(
                 backbone,
                 ids,
@@ -144,6 +161,7 @@ def generate(
                 target_mask=target,
                 attention_mask=None if bool(attention.all()) else attention,
                 generator=generator,
+                **extra,
             )
             result.samples.append(sample)
             for row in range(len(seqs)):

@@ -33,6 +33,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from omni_blocks.backbones.base import EmbeddingSlots
 from omni_blocks.checkpointing import PretrainedMixin
 from omni_blocks.config import SerializationError, block_config, build_object
 from omni_blocks.data.collate import check_batch
@@ -50,6 +51,9 @@ from omni_blocks.masking import Corruption, MaskStrategy, UniformMasking
 from omni_blocks.optim import AdamWConfig, ConstantLR, LRSchedule, OptimizerFactory
 from omni_blocks.sampling.base import Sampler
 from omni_blocks.schedules import LinearSchedule, NoiseSchedule, TimeDistribution, UniformTime
+from omni_blocks.speech.encoders import SpeechEncoder
+from omni_blocks.speech.projectors import Projector
+from omni_blocks.speech.slots import select_slot_rows, speech_slots
 from omni_blocks.typing import Logits, SeqMask, Times, TokenIds
 from omni_blocks.vocab import Modality, VocabLayout
 
@@ -112,6 +116,14 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
             [`GreedyPacking`][omni_blocks.data.packing.GreedyPacking] (several per row,
             attention kept inside each; the backbone must take `segment_ids`). The loss is
             the same either way, up to float rounding.
+        speech_encoder: the encoder of the speech the model hears as features (templates
+            with `speech_input: SpeechFeatures`): Omni-Diffusion's SenseVoiceSmall
+            ([`SenseVoiceEncoder`][omni_blocks.speech.SenseVoiceEncoder]) or a small one
+            ([`ConvSpeechEncoder`][omni_blocks.speech.ConvSpeechEncoder]); trained with the
+            backbone. None: speech only as codes.
+        speech_projector: maps the encoder's outputs to the backbone's embeddings
+            ([`ResamplerProjector`][omni_blocks.speech.ResamplerProjector], upstream's);
+            needed with `speech_encoder`.
         compile_backbone: compile the backbone's forward pass with `torch.compile` (in
             place: `backbone.compile()`; the weights' names do not change). It pays on long
             runs with fixed shapes (see `benchmarks/compile.py` for the figures on CPU: a
@@ -137,6 +149,8 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         seed: int = 0,
         init_from: str | None = None,
         packing: Packing = _PACKING,
+        speech_encoder: SpeechEncoder | None = None,
+        speech_projector: Projector | None = None,
         compile_backbone: bool = False,
     ) -> None:
         super().__init__()
@@ -167,6 +181,19 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         self.seed = seed
         self.init_from = init_from
         self.packing = packing
+        if (speech_encoder is None) != (speech_projector is None):
+            raise ValueError("speech_encoder and speech_projector go together: give both or none")
+        if (
+            speech_encoder is not None
+            and speech_projector is not None
+            and speech_projector.input_size != speech_encoder.output_size
+        ):
+            raise ValueError(
+                f"the speech projector takes {speech_projector.input_size} features but the "
+                f"encoder gives {speech_encoder.output_size}"
+            )
+        self.speech_encoder = speech_encoder
+        self.speech_projector = speech_projector
         self.processor = None  # the templates and tokenizers saved with the model, if any
         self._hub_mixin_config = None  # the folder's config.json is the backbone's
         self.compile_backbone = bool(compile_backbone)
@@ -194,6 +221,9 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         blocks = ("schedule", "time_distribution", "mask_strategy", "lr_schedule", "packing")
         config: dict[str, Any] = {"backbone": backbone, "layout": self.layout.to_dict()}
         config.update({name: block_config(getattr(self, name)) for name in blocks})
+        for name in ("speech_encoder", "speech_projector"):
+            block = getattr(self, name)
+            config[name] = None if block is None else block_config(block)
         config["sampler"] = None if self.sampler is None else block_config(self.sampler)
         config["optimizer"] = block_config(self.optimizer_factory)
         config.update(normalization=self.normalization, seed=self.seed, init_from=None)
@@ -220,10 +250,39 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         return module
 
     # ------------------------------------------------------------------ the loss
-    def forward(self, input_ids: TokenIds, attention_mask: SeqMask | None = None) -> Logits:
-        """The backbone's logits (position `i` predicts token `i`)."""
-        logits: Logits = self.backbone(input_ids, attention_mask)
+    def forward(
+        self,
+        input_ids: TokenIds,
+        attention_mask: SeqMask | None = None,
+        slots: EmbeddingSlots | None = None,
+    ) -> Logits:
+        """The backbone's logits (position `i` predicts token `i`); `slots` carry the
+        embeddings of speech heard as features."""
+        if slots is None:
+            logits: Logits = self.backbone(input_ids, attention_mask)
+        else:
+            logits = self.backbone(input_ids, attention_mask, slots=slots)
         return logits
+
+    def speech_slots(self, slot_mask: SeqMask, features: Sequence[Tensor]) -> EmbeddingSlots:
+        """The embeddings of a batch's speech slots: its frames through the speech encoder
+        and projector (see [`speech_slots`][omni_blocks.speech.speech_slots]).
+
+        Raises:
+            ValueError: the module has no speech encoder.
+        """
+        if self.speech_encoder is None or self.speech_projector is None:
+            raise ValueError(
+                "the batch holds speech as features (SpeechFeatures templates) but the module "
+                "has no speech_encoder / speech_projector; build it with both, or write speech "
+                "as codes (SpeechCodes)"
+            )
+        return speech_slots(self.speech_encoder, self.speech_projector, slot_mask, features)
+
+    def _batch_slots(self, batch: Mapping[str, Any]) -> EmbeddingSlots | None:
+        if batch.get("slot_mask") is None:
+            return None
+        return self.speech_slots(batch["slot_mask"], list(batch["speech_features"]))
 
     def step(
         self, batch: Mapping[str, Any], generator: torch.Generator | None = None
@@ -237,18 +296,34 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         corruption = self.mask_strategy(
             ids, target, t, schedule=self.schedule, layout=self.layout, generator=generator
         )
-        logits = self._logits(corruption.noisy_ids, attention)
+        slot_mask = batch.get("slot_mask")
+        if slot_mask is not None and bool((corruption.mask & slot_mask).any()):
+            # a speech slot is input, never a token to predict (FullSequenceMasking would
+            # otherwise mask it too)
+            corruption = Corruption(
+                torch.where(slot_mask, ids, corruption.noisy_ids),
+                corruption.mask & ~slot_mask,
+                corruption.loss_weight,
+            )
+        logits = self._logits(corruption.noisy_ids, attention, self._batch_slots(batch))
         kwargs = {"t": t, "schedule": self.schedule, "target_mask": target}
         loss = masked_diffusion_loss(
             logits, ids, corruption, normalization=self.normalization, **kwargs
         )
         return StepOutput(loss=loss, logits=logits, corruption=corruption, t=t)
 
-    def _logits(self, noisy_ids: TokenIds, attention: SeqMask) -> Logits:
+    def _logits(
+        self, noisy_ids: TokenIds, attention: SeqMask, slots: EmbeddingSlots | None = None
+    ) -> Logits:
         packed = self.packing.plan(attention)
+        if packed is not None and slots is not None:
+            raise ValueError(
+                "packing does not take speech slots (features) yet; use packing: NoPacking "
+                "for batches with speech heard as features"
+            )
         if packed is None:
             # Without padding the attention needs no mask (the fast path of SDPA).
-            return self(noisy_ids, None if bool(attention.all()) else attention)
+            return self(noisy_ids, None if bool(attention.all()) else attention, slots)
         ids = packed.pack(noisy_ids, pad_id=self.layout.pad_id)
         try:
             out = self.backbone(ids, segment_ids=packed.segment_ids)
@@ -360,6 +435,12 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
         for modality in sorted(set(modalities), key=str):
             rows = torch.tensor([i for i, m in enumerate(modalities) if m == modality])
             mask = attention[rows]
+            slots = None
+            if batch.get("slot_mask") is not None:
+                slot_mask, features = select_slot_rows(
+                    batch["slot_mask"], batch["speech_features"], rows.tolist()
+                )
+                slots = self.speech_slots(slot_mask, features) if bool(slot_mask.any()) else None
             sample = self.sampler(
                 self.backbone,
                 noisy[rows],
@@ -368,6 +449,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
                 target_mask=target[rows],
                 attention_mask=None if bool(mask.all()) else mask,
                 generator=generator,
+                slots=slots,
             )
             out[rows] = sample.ids
         return [
@@ -415,6 +497,7 @@ class OmniDiffusionModule(PretrainedMixin, L.LightningModule):  # type: ignore[m
             batch_size=batch_size,
             progress=progress,
             lenient_parse=lenient_parse,
+            speech=self.speech_slots if self.speech_encoder is not None else None,
         )
         return result.outputs
 

@@ -29,6 +29,7 @@ from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
+from typing_extensions import NotRequired
 
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.vocab import VocabLayout
@@ -53,6 +54,8 @@ class TaskBatch(TypedDict):
         task: the task name of each row.
         target_modality: the modality of each row's target (`"text"`, `"image"`,
             `"speech"`).
+        slot_mask: bool `(batch, seq)`, True at speech slots (only when some row has one).
+        speech_features: every slot's feature frames, row by row (only with `slot_mask`).
     """
 
     input_ids: Tensor
@@ -60,6 +63,8 @@ class TaskBatch(TypedDict):
     attention_mask: Tensor
     task: list[str]
     target_modality: list[str]
+    slot_mask: NotRequired[Tensor]
+    speech_features: NotRequired[list[Tensor]]
 
 
 def collate_sequences(
@@ -145,13 +150,22 @@ def collate_sequences(
         end = width if pad_targets else length
         target_mask[row, n:end] = True
         attention_mask[row, :end] = True
-    return TaskBatch(
+    batch_out = TaskBatch(
         input_ids=input_ids,
         target_mask=target_mask,
         attention_mask=attention_mask,
         task=[seq.task for seq in seqs],
         target_modality=[seq.target_modality.value for seq in seqs],
     )
+    if any(seq.slots is not None for seq in seqs):
+        # speech heard as features: where the slots are, and the frames that fill them
+        slot_mask = torch.zeros((batch, width), dtype=torch.bool)
+        for row, seq in enumerate(seqs):
+            if seq.slots is not None:
+                slot_mask[row, : len(seq)] = seq.slots
+        batch_out["slot_mask"] = slot_mask
+        batch_out["speech_features"] = [f for seq in seqs for f in seq.features]
+    return batch_out
 
 
 def _tail_range(extra_tail_pad: int | tuple[int, int]) -> tuple[int, int]:

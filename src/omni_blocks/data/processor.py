@@ -32,6 +32,7 @@ from torch import Tensor
 from omni_blocks.checkpointing import PROCESSOR_NAME
 from omni_blocks.config import REGISTRY, block_config, build_blocks, check_untrusted
 from omni_blocks.data.manifest import load_example
+from omni_blocks.data.speech_input import SpeechInput
 from omni_blocks.data.templates import ChatFormat, TaskTemplate
 from omni_blocks.tokenizers.base import ImageTokenizer, SpeechTokenizer
 from omni_blocks.tokenizers.text import TextTokenizer
@@ -191,6 +192,10 @@ class TaskProcessor:
             init_args = dict(config.get("init_args") or {})
             if isinstance(init_args.get("chat"), Mapping):
                 init_args["chat"] = ChatFormat(**init_args["chat"])
+            speech = init_args.get("speech_input")
+            if isinstance(speech, Mapping):
+                speech_cls = REGISTRY.resolve(str(speech["class_path"]))
+                init_args["speech_input"] = speech_cls(**dict(speech.get("init_args") or {}))
             templates[name] = template_cls(layout=layout, tokenizer=text, **init_args)
         tokenizers: dict[str, Any] = {}
         for name in _TOKENIZERS:
@@ -222,6 +227,8 @@ def _template_config(template: TaskTemplate) -> dict[str, Any]:
         value = getattr(template, item.name)
         if isinstance(value, ChatFormat):
             value = {f.name: getattr(value, f.name) for f in fields(value)}
+        elif isinstance(value, SpeechInput):
+            value = block_config(value)
         init_args[item.name] = value
     path = f"{type(template).__module__}.{type(template).__qualname__}"
     return {"class_path": path, "init_args": init_args}

@@ -23,7 +23,14 @@ from torch import Tensor
 from omni_blocks.tokenizers.text import TextTokenizer
 from omni_blocks.vocab import MODALITY_CODES, Modality, VocabError, VocabLayout
 
-__all__ = ["DataError", "TaskSequence", "describe_example", "render_sequence", "segment"]
+__all__ = [
+    "DataError",
+    "TaskSequence",
+    "describe_example",
+    "local_codes",
+    "render_sequence",
+    "segment",
+]
 
 
 class DataError(ValueError):
@@ -58,15 +65,22 @@ class TaskSequence:
             and the sampler writes. Templates put the target at the end of the sequence.
         task: the template's name (`"asr"`, `"t2i"`, ...).
         target_modality: the modality of the target region.
+        slots: True at the positions whose embeddings come from a speech encoder (the slots
+            of speech heard as features; their ids are placeholders); None when there are
+            none. Slots lie in the prompt.
+        features: the feature frames of each slot, in order, `(frames, features)` each.
 
     Raises:
-        DataError: `ids` and `target_mask` differ in length, are not 1-D, or have the wrong dtype.
+        DataError: `ids` and `target_mask` differ in length, are not 1-D, or have the wrong
+            dtype; slots inside the target; or features without slots (or the reverse).
     """
 
     ids: Int[Tensor, " seq"]
     target_mask: Bool[Tensor, " seq"]
     task: str
     target_modality: Modality
+    slots: Bool[Tensor, " seq"] | None = None
+    features: tuple[Tensor, ...] = ()
 
     def __post_init__(self) -> None:
         if self.ids.dtype != torch.long:
@@ -77,6 +91,13 @@ class TaskSequence:
                 f"{tuple(self.target_mask.shape)} must have the same shape"
             )
         object.__setattr__(self, "target_modality", Modality(self.target_modality))
+        if (self.slots is None) != (len(self.features) == 0):
+            raise DataError("a TaskSequence has slots without features, or features without slots")
+        if self.slots is not None:
+            if self.slots.shape != self.ids.shape or self.slots.dtype != torch.bool:
+                raise DataError("TaskSequence.slots must be a bool tensor shaped like ids")
+            if bool((self.slots & self.target_mask).any()):
+                raise DataError("speech slots lie in the target region; they belong to the prompt")
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -171,6 +192,62 @@ def render_sequence(
             out.append(f"<{prefix[kind]} {idx - layout.offset(modality)}>")
     flush()
     return "".join(out)
+
+
+def local_codes(
+    example: Mapping[str, Any],
+    key: str,
+    modality: Modality,
+    layout: VocabLayout,
+    name: str,
+    *,
+    task: str,
+    count: int | None = None,
+) -> Tensor:
+    """The local codes of `modality` under `example[key]`, checked: present, integer,
+    non-empty, inside the codebook, and `count` of them when given.
+
+    Raises:
+        DataError: the message names the example (`name`), the task and the key.
+    """
+    if key not in example:
+        raise DataError(
+            f"{name}: the {task} task needs {key!r} ({modality.value} codes); "
+            f"keys: {sorted(map(str, example))}"
+        )
+    value = example[key]
+    if not isinstance(value, Tensor):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise DataError(
+                f"{name}: {key!r} must be an integer tensor of {modality.value} codes, got "
+                f"{type(value).__name__}"
+            ) from err
+    if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
+        raise DataError(
+            f"{name}: {key!r} must hold integer {modality.value} codes, got dtype "
+            f"{value.dtype} (tokenize raw data first, see tokenize_example)"
+        )
+    if modality is Modality.SPEECH and value.ndim != 1:
+        raise DataError(f"{name}: {key!r} must be 1-D, got shape {tuple(value.shape)}")
+    codes = value.reshape(-1).long()
+    if codes.numel() == 0:
+        raise DataError(f"{name}: {key!r} is empty")
+    if count is not None and codes.numel() != count:
+        raise DataError(
+            f"{name}: {key!r} has {codes.numel()} {modality.value} codes, expected {count} "
+            f"(image_tokens of {task}; got shape {tuple(value.shape)}); was "
+            "the image tokenized at the right size?"
+        )
+    size = layout.size(modality)
+    bad = (codes < 0) | (codes >= size)
+    if bool(bad.any()):
+        raise DataError(
+            f"{name}: {key!r} holds {int(bad.sum())} code(s) outside the {modality.value} "
+            f"codebook [0, {size}), e.g. {int(codes[bad][0])}"
+        )
+    return codes
 
 
 def _check_layout_has(layout: VocabLayout, modality: Modality, task: str) -> None:

@@ -44,8 +44,10 @@ from omni_blocks.data.sequence import (
     TaskSequence,
     _check_layout_has,
     describe_example,
+    local_codes,
     segment,
 )
+from omni_blocks.data.speech_input import SpeechCodes, SpeechInput, SpeechPiece
 from omni_blocks.tokenizers.text import TextTokenizer
 from omni_blocks.vocab import Modality, VocabError, VocabLayout
 
@@ -93,6 +95,15 @@ class ChatFormat:
     bos: bool = True
 
 
+@dataclass(frozen=True)
+class _Prompt:
+    """A prompt's ids; with speech heard as features, its slot positions and their frames."""
+
+    ids: Tensor
+    slot: Tensor | None = None
+    features: tuple[Tensor, ...] = ()
+
+
 @dataclass
 class TaskTemplate(ABC):
     """Turns one task's examples into [`TaskSequence`][omni_blocks.data.sequence.TaskSequence]s.
@@ -107,6 +118,11 @@ class TaskTemplate(ABC):
         max_length: longest sequence allowed (the backbone's maximum); longer examples raise
             [`DataError`][omni_blocks.data.sequence.DataError]. None: no limit.
         chat: the chat formatting around the turns.
+        speech_input: how speech in the prompt is written (ASR, speech-to-image, spoken
+            VQA): [`SpeechCodes`][omni_blocks.data.speech_input.SpeechCodes] (the
+            `speech_codes` key) or
+            [`SpeechFeatures`][omni_blocks.data.speech_input.SpeechFeatures] (a slot of
+            encoder outputs for the `speech_features` frames, as Omni-Diffusion hears).
 
     Raises:
         VocabError: the layout lacks a codebook the task needs, or the tokenizer has more ids
@@ -118,6 +134,7 @@ class TaskTemplate(ABC):
     instruction: str = ""
     max_length: int | None = None
     chat: ChatFormat = field(default_factory=ChatFormat)
+    speech_input: SpeechInput = field(default_factory=SpeechCodes)
 
     name: ClassVar[str]
     target_modality: ClassVar[Modality]
@@ -153,7 +170,7 @@ class TaskTemplate(ABC):
                 message names the example.
         """
         name = self._check_example(example, index)
-        prompt = self._prompt_ids(example, name)
+        prompt = self._prompt(example, name)
         target = torch.cat([self._target(example, name), self._end()])
         return self._assemble(prompt, target, name)
 
@@ -183,7 +200,7 @@ class TaskTemplate(ABC):
         """
         name = self._check_example(example, index)
         length = self._target_length(target_length, name)
-        prompt = self._prompt_ids(example, name)
+        prompt = self._prompt(example, name)
         target = self._masked_target(example, length, name)
         return self._assemble(prompt, target, name)
 
@@ -228,8 +245,8 @@ class TaskTemplate(ABC):
 
     # ------------------------------------------------------------------ task hooks
     @abstractmethod
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
-        """Global ids of the user turn's content, in order."""
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
+        """Global ids of the user turn's content, in order (speech as a piece)."""
 
     @abstractmethod
     def _target(self, example: Mapping[str, Any], name: str) -> Tensor:
@@ -249,8 +266,9 @@ class TaskTemplate(ABC):
         layout = self.layout
         return {layout.eos_id, layout.pad_id, layout.end_id(self.target_modality)}
 
-    def _prompt_ids(self, example: Mapping[str, Any], name: str) -> Tensor:
-        parts: list[Tensor] = []
+    def _prompt(self, example: Mapping[str, Any], name: str) -> _Prompt:
+        """The prompt's ids, and the slots and features of speech heard as features."""
+        parts: list[Tensor | SpeechPiece] = []
         if self.chat.bos:
             parts.append(torch.tensor([self.layout.bos_id]))
         parts.append(self._fixed_text(self.chat.user_start))
@@ -259,20 +277,44 @@ class TaskTemplate(ABC):
         parts.append(self._fixed_text(self.chat.assistant_start))
         if self.target_modality is not Modality.TEXT:
             parts.append(torch.tensor([self.layout.begin_id(self.target_modality)]))
-        return torch.cat(parts)
+        pieces = [p if isinstance(p, SpeechPiece) else SpeechPiece(p) for p in parts]
+        ids = torch.cat([p.ids for p in pieces]).long()
+        features = tuple(p.features for p in pieces if p.features is not None)
+        if not features:
+            return _Prompt(ids)
+        slot = torch.cat(
+            [
+                p.slot if p.slot is not None else torch.zeros(len(p.ids), dtype=torch.bool)
+                for p in pieces
+            ]
+        )
+        return _Prompt(ids, slot, features)
 
-    def _assemble(self, prompt: Tensor, target: Tensor, name: str) -> TaskSequence:
-        total = len(prompt) + len(target)
+    def _assemble(self, prompt: _Prompt, target: Tensor, name: str) -> TaskSequence:
+        total = len(prompt.ids) + len(target)
         if self.max_length is not None and total > self.max_length:
             raise DataError(
-                f"{name}: the {self.name} sequence has {total} tokens ({len(prompt)} prompt + "
-                f"{len(target)} target), more than max_length={self.max_length}"
+                f"{name}: the {self.name} sequence has {total} tokens ({len(prompt.ids)} prompt "
+                f"+ {len(target)} target), more than max_length={self.max_length}"
             )
-        ids = torch.cat([prompt, target]).long()
+        ids = torch.cat([prompt.ids, target]).long()
         target_mask = torch.cat(
-            [torch.zeros(len(prompt), dtype=torch.bool), torch.ones(len(target), dtype=torch.bool)]
+            [
+                torch.zeros(len(prompt.ids), dtype=torch.bool),
+                torch.ones(len(target), dtype=torch.bool),
+            ]
         )
-        return TaskSequence(ids, target_mask, self.name, self.target_modality)
+        slots = None
+        if prompt.slot is not None:
+            slots = torch.cat([prompt.slot, torch.zeros(len(target), dtype=torch.bool)])
+        return TaskSequence(
+            ids, target_mask, self.name, self.target_modality, slots=slots,
+            features=prompt.features,
+        )  # fmt: skip
+
+    def _speech(self, example: Mapping[str, Any], name: str) -> SpeechPiece:
+        """The example's speech input, as codes or features (`speech_input`)."""
+        return self.speech_input.piece(example, self.layout, name)
 
     def _target_length(self, target_length: int | None, name: str) -> int:
         if target_length is None:
@@ -343,45 +385,8 @@ class TaskTemplate(ABC):
         name: str,
         count: int | None = None,
     ) -> Tensor:
-        """Local codes under `key`, checked (integer, non-empty, in range, `count` of them)."""
-        if key not in example:
-            raise DataError(
-                f"{name}: the {self.name} task needs {key!r} ({modality.value} codes); "
-                f"keys: {sorted(map(str, example))}"
-            )
-        value = example[key]
-        if not isinstance(value, Tensor):
-            try:
-                value = torch.as_tensor(value)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise DataError(
-                    f"{name}: {key!r} must be an integer tensor of {modality.value} codes, got "
-                    f"{type(value).__name__}"
-                ) from err
-        if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
-            raise DataError(
-                f"{name}: {key!r} must hold integer {modality.value} codes, got dtype "
-                f"{value.dtype} (tokenize raw data first, see tokenize_example)"
-            )
-        if modality is Modality.SPEECH and value.ndim != 1:
-            raise DataError(f"{name}: {key!r} must be 1-D, got shape {tuple(value.shape)}")
-        codes = value.reshape(-1).long()
-        if codes.numel() == 0:
-            raise DataError(f"{name}: {key!r} is empty")
-        if count is not None and codes.numel() != count:
-            raise DataError(
-                f"{name}: {key!r} has {codes.numel()} {modality.value} codes, expected {count} "
-                f"(image_tokens of {type(self).__name__}; got shape {tuple(value.shape)}); was "
-                "the image tokenized at the right size?"
-            )
-        size = self.layout.size(modality)
-        bad = (codes < 0) | (codes >= size)
-        if bool(bad.any()):
-            raise DataError(
-                f"{name}: {key!r} holds {int(bad.sum())} code(s) outside the {modality.value} "
-                f"codebook [0, {size}), e.g. {int(codes[bad][0])}"
-            )
-        return codes
+        """Local codes under `key`, checked (see `local_codes`)."""
+        return local_codes(example, key, modality, self.layout, name, task=self.name, count=count)
 
     def _segment(
         self,
@@ -422,9 +427,8 @@ class AsrTemplate(TaskTemplate):
     reference_key: ClassVar[str | None] = "text"
     text_metric: ClassVar[str] = "wer"
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
-        speech = self._segment(example, "speech_codes", Modality.SPEECH, name)
-        return _text_parts(speech, self._fixed_text(self.instruction))
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
+        return [self._speech(example, name), *_text_parts(self._fixed_text(self.instruction))]
 
     def _target(self, example: Mapping[str, Any], name: str) -> Tensor:
         return self._text(example, "text", name)
@@ -441,7 +445,7 @@ class TtsTemplate(TaskTemplate):
     target_modality: ClassVar[Modality] = Modality.SPEECH
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
         return [self._text_with_instruction(example, "text", name)]
 
     def _target(self, example: Mapping[str, Any], name: str) -> Tensor:
@@ -465,7 +469,7 @@ class CaptionTemplate(_ImageTokens, TaskTemplate):
         self._check_image_tokens()
         super().__post_init__()
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
         image = self._segment(example, "image_codes", Modality.IMAGE, name, self.image_tokens)
         return _text_parts(image, self._fixed_text(self.instruction))
 
@@ -490,7 +494,7 @@ class VqaTemplate(_ImageTokens, TaskTemplate):
         self._check_image_tokens()
         super().__post_init__()
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
         image = self._segment(example, "image_codes", Modality.IMAGE, name, self.image_tokens)
         question = self._text(example, "question", name)
         suffix = self._fixed_text("\n" + self.instruction) if self.instruction else question[:0]
@@ -542,7 +546,7 @@ class TextToImageTemplate(_ImageTarget):
     name: ClassVar[str] = "t2i"
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
         return [self._text_with_instruction(example, "caption", name)]
 
 
@@ -555,9 +559,8 @@ class SpeechToImageTemplate(_ImageTarget):
     name: ClassVar[str] = "s2i"
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.SPEECH,)
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
-        speech = self._segment(example, "speech_codes", Modality.SPEECH, name)
-        return _text_parts(speech, self._fixed_text(self.instruction))
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
+        return [self._speech(example, name), *_text_parts(self._fixed_text(self.instruction))]
 
 
 @dataclass
@@ -579,7 +582,7 @@ class InpaintingTemplate(_ImageTarget):
     name: ClassVar[str] = "inpainting"
     input_modalities: ClassVar[tuple[Modality, ...]] = (Modality.TEXT,)
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
         if example.get("caption") is None:
             return _text_parts(self._fixed_text(self.instruction))
         return [self._text_with_instruction(example, "caption", name)]
@@ -622,10 +625,13 @@ class SpokenVqaTemplate(_ImageTokens, TaskTemplate):
         self._check_image_tokens()
         super().__post_init__()
 
-    def _inputs(self, example: Mapping[str, Any], name: str) -> list[Tensor]:
+    def _inputs(self, example: Mapping[str, Any], name: str) -> Sequence[Tensor | SpeechPiece]:
         image = self._segment(example, "image_codes", Modality.IMAGE, name, self.image_tokens)
-        speech = self._segment(example, "speech_codes", Modality.SPEECH, name)
-        return _text_parts(image, speech, self._fixed_text(self.instruction))
+        return [
+            image,
+            self._speech(example, name),
+            *_text_parts(self._fixed_text(self.instruction)),
+        ]
 
     def _target(self, example: Mapping[str, Any], name: str) -> Tensor:
         return self._text(example, "answer", name)
