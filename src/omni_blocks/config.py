@@ -202,6 +202,7 @@ _BLOCK_MODULES = (
     "omni_blocks.data.packing",
     "omni_blocks.data.chat",
     "omni_blocks.data.speech_input",
+    "omni_blocks.data.messages",
     "omni_blocks.metrics",
     "omni_blocks.module",
 )

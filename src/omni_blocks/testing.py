@@ -14,6 +14,11 @@ clean measure of what a planner trades for fewer steps (see `matches`).
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import torch
 from einops import einsum
 from jaxtyping import Bool, Int
@@ -22,7 +27,7 @@ from torch.nn import functional as F
 
 from omni_blocks.typing import Logits, SeqMask, TokenIds
 
-__all__ = ["MixtureDenoiser"]
+__all__ = ["MixtureDenoiser", "make_released_standin"]
 
 
 class MixtureDenoiser:
@@ -101,3 +106,98 @@ class MixtureDenoiser:
         """Whether each row is exactly one of the data sequences."""
         same = (ids.unsqueeze(1) == self.sequences.unsqueeze(0)).all(-1)
         return same.any(-1)
+
+
+# ---------------------------------------------------------------------------------- released
+
+
+def make_released_standin(
+    folder: str | os.PathLike[str], *, seed: int = 0, hidden_size: int = 32
+) -> Path:
+    """Write a tiny random model laid out exactly as `lijiang/Omni-Diffusion` is.
+
+    Same file names, key names, config fields and tokenizer files as the released folder
+    (see [`omni_blocks.released`][omni_blocks.released]): a two-layer Dream of width
+    `hidden_size` over the full released vocabulary (176,264 ids), a two-block SenseVoice
+    encoder (width 16, two heads: pass `sensevoice_heads=2` to `load_released`) with its CTC
+    head under `model.audio_model.model.`, a `ResamplerProjector(16, hidden_size)` under
+    `model.audio_projection.`, weights in safetensors shards with an index, Dream's
+    tokenizer files (`vocab.json`, `merges.txt`, `tokenizer_config.json` with every added
+    token at its released id) and a `tokenization_dream.py` that raises if anything ever
+    imports it. Weights come from `seed`. Returns the folder.
+    """
+    from omni_blocks.backbones import NativeTransformer, TransformerConfig
+    from omni_blocks.checkpointing import save_state_dict
+    from omni_blocks.speech import ResamplerProjector, SenseVoiceEncoder
+    from omni_blocks.tokenizers.text import (
+        DREAM_SPECIAL_TOKENS,
+        QWEN2_SPECIAL_TOKENS,
+        _vocab_and_merges,
+        qwen2_bpe_ranks,
+    )
+    from omni_blocks.vocab import Modality, VocabLayout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = VocabLayout.omni_diffusion()
+    config = TransformerConfig(
+        vocab_size=layout.vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    ).to_dict()  # fmt: skip
+    config.update(
+        architectures=["DreamModel"], model_type="Dream", mask_token_id=layout.mask_id,
+        pad_token_id=151_643, bos_token_id=151_643, eos_token_id=151_643,
+        auto_map={"AutoConfig": "configuration_dream.DreamConfig",
+                  "AutoModel": "modeling_dream.DreamModel"},
+        torch_dtype="float32",
+    )  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    torch.manual_seed(seed)
+    backbone = NativeTransformer.from_config(TransformerConfig.from_dict(config))
+    encoder = SenseVoiceEncoder(
+        output_size=16, attention_heads=2, linear_units=32, num_blocks=2, tp_blocks=1
+    )
+    projector = ResamplerProjector(16, hidden_size)
+    state = dict(backbone.state_dict())
+    state |= {f"model.audio_model.model.{k}": v for k, v in encoder.state_dict().items()}
+    state["model.audio_model.model.ctc.ctc_lo.weight"] = torch.randn(25_055, 16) * 0.02
+    state["model.audio_model.model.ctc.ctc_lo.bias"] = torch.zeros(25_055)
+    state |= {f"model.audio_projection.{k}": v for k, v in projector.state_dict().items()}
+    save_state_dict(state, folder, max_shard_size="10MB")
+
+    vocab, merges = _vocab_and_merges(qwen2_bpe_ranks())
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    added: dict[str, dict[str, Any]] = {}
+
+    def add(token_id: int, content: str, special: bool) -> None:
+        flags = dict.fromkeys(("lstrip", "normalized", "rstrip", "single_word"), False)
+        added[str(token_id)] = {"content": content, **flags, "special": special}
+
+    for token_id, content, special in (*QWEN2_SPECIAL_TOKENS, *DREAM_SPECIAL_TOKENS):
+        add(token_id, content, special)
+    for marker in layout.added_tokens:
+        add(layout.token_id(marker), marker, True)
+    for modality, name in ((Modality.SPEECH, "audio"), (Modality.IMAGE, "image")):
+        first = int(layout.to_global(torch.tensor([0]), modality)[0])
+        for i in range(layout.size(modality)):
+            add(first + i, f"<|{name}_{i}|>", False)
+    tokenizer_config = {
+        "added_tokens_decoder": added,
+        "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
+        "bos_token": "<|beginoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+        "mask_token": "<|mask|>", "tokenizer_class": "DreamTokenizer", "model_max_length": 131072,
+    }  # fmt: skip
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config) + "\n")
+    special_map = {
+        k: tokenizer_config[k] for k in ("bos_token", "eos_token", "pad_token", "mask_token")
+    }
+    (folder / "special_tokens_map.json").write_text(json.dumps(special_map) + "\n")
+    (folder / "tokenization_dream.py").write_text(
+        'raise RuntimeError("the released folder\'s code must never be imported")\n'
+    )
+    (folder / "generation_config.json").write_text(
+        json.dumps({"mask_token_id": layout.mask_id, "pad_token_id": 151_643}) + "\n"
+    )
+    return folder

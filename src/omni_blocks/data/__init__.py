@@ -6,6 +6,12 @@
 - [`collate_sequences`][omni_blocks.data.collate.collate_sequences]: batches with tail pads;
 - [`tokenize_example`][omni_blocks.data.tokenize.tokenize_example]: raw pixels / audio ->
   codes, checked per example;
+- upstream's chat samples (`messages`, `audios`, `images`):
+  [`ChatTextTemplate`][omni_blocks.data.messages.ChatTextTemplate] and its image / speech
+  siblings, with [`encode_media`][omni_blocks.data.messages.encode_media];
+- speech heard as codes or as encoder features:
+  [`SpeechCodes`][omni_blocks.data.speech_input.SpeechCodes],
+  [`SpeechFeatures`][omni_blocks.data.speech_input.SpeechFeatures];
 - [`ManifestDataModule`][omni_blocks.data.manifest.ManifestDataModule]: prepared datasets
   as JSONL manifests (media files or pre-tokenized codes), one task per manifest.
 """
@@ -17,6 +23,13 @@ from omni_blocks.data.manifest import (
     ManifestTask,
     load_example,
     read_manifest,
+)
+from omni_blocks.data.messages import (
+    ChatImageTemplate,
+    ChatSpeechTemplate,
+    ChatTextTemplate,
+    MessagesTemplate,
+    encode_media,
 )
 from omni_blocks.data.mixture import (
     MixtureOrder,
@@ -33,6 +46,7 @@ from omni_blocks.data.sequence import (
     render_sequence,
     segment,
 )
+from omni_blocks.data.speech_input import SpeechCodes, SpeechFeatures, SpeechInput
 from omni_blocks.data.templates import (
     TASK_NAMES,
     AsrTemplate,
@@ -55,18 +69,25 @@ __all__ = [
     "BatchError",
     "CaptionTemplate",
     "ChatFormat",
+    "ChatImageTemplate",
+    "ChatSpeechTemplate",
+    "ChatTextTemplate",
     "DataError",
     "GreedyPacking",
     "InpaintingTemplate",
     "ManifestDataModule",
     "ManifestDataset",
     "ManifestTask",
+    "MessagesTemplate",
     "MixtureOrder",
     "NoPacking",
     "OmniDataModule",
     "PackedRows",
     "Packing",
     "SequenceCollator",
+    "SpeechCodes",
+    "SpeechFeatures",
+    "SpeechInput",
     "SpeechToImageTemplate",
     "SpokenVqaTemplate",
     "TaskBatch",
@@ -81,6 +102,7 @@ __all__ = [
     "check_batch",
     "collate_sequences",
     "describe_example",
+    "encode_media",
     "load_example",
     "read_manifest",
     "render_sequence",

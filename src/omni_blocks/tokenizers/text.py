@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ __all__ = [
     "PretrainedTextTokenizer",
     "QwenTextTokenizer",
     "TextTokenizer",
+    "dream_tokenizer_from_files",
     "qwen2_bpe_ranks",
     "qwen2_tokenizer",
 ]
@@ -180,15 +182,7 @@ def _add_tokens(tokenizer: Any, tokens: Sequence[tuple[int, str, bool]]) -> None
 @functools.lru_cache(maxsize=1)
 def _qwen2_tokenizer_json() -> str:
     """Qwen2's `tokenizer.json` (BPE, pre-tokenizer, Qwen2.5 added tokens) as a string."""
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import Tokenizer, models
 
     vocab, merges = _vocab_and_merges(qwen2_bpe_ranks())
     tokenizer = Tokenizer(
@@ -203,6 +197,15 @@ def _qwen2_tokenizer_json() -> str:
             byte_fallback=False,
         )
     )
+    _qwen2_pipeline(tokenizer)
+    _add_tokens(tokenizer, QWEN2_SPECIAL_TOKENS)
+    return str(tokenizer.to_str())
+
+
+def _qwen2_pipeline(tokenizer: Any) -> None:
+    """Qwen2's normaliser, pre-tokenizer, decoder and post-processor on a BPE tokenizer."""
+    from tokenizers import Regex, decoders, normalizers, pre_tokenizers, processors
+
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -212,8 +215,61 @@ def _qwen2_tokenizer_json() -> str:
     )
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    _add_tokens(tokenizer, QWEN2_SPECIAL_TOKENS)
-    return str(tokenizer.to_str())
+
+
+def dream_tokenizer_from_files(folder: str | os.PathLike[str], text_size: int = 151_667) -> Any:
+    """Dream's tokenizer read from a checkpoint folder's files, without running its code.
+
+    Dream's (and Omni-Diffusion's) folders ship a slow `DreamTokenizer` (`vocab.json`,
+    `merges.txt`, `tokenizer_config.json` naming `tokenization_dream.py` in `auto_map`).
+    This builds the same byte-level BPE with Qwen2's pre-tokenizer from `vocab.json` and
+    `merges.txt` (or reads `tokenizer.json` when there is one) and adds the special tokens of
+    `added_tokens_decoder` below `text_size` (`<|endoftext|>`, `<|im_start|>`, ...,
+    `<|mask|>`); markers and media tokens above it are the layout's, not the text
+    tokenizer's. Nothing in the folder is imported or executed.
+
+    Raises:
+        FileNotFoundError: neither `tokenizer.json` nor `vocab.json` + `merges.txt`.
+        ValueError: a special token whose id is taken or out of order.
+    """
+    require("tokenizers", "reading a Dream tokenizer folder")
+    require("transformers", "reading a Dream tokenizer folder")
+    from transformers import PreTrainedTokenizerFast
+
+    from tokenizers import Tokenizer, models
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file():
+        backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        bpe = models.BPE.from_file(
+            str(folder / "vocab.json"), str(folder / "merges.txt"), fuse_unk=False
+        )
+        backend = Tokenizer(bpe)
+        _qwen2_pipeline(backend)
+    else:
+        raise FileNotFoundError(f"{folder} has neither tokenizer.json nor vocab.json + merges.txt")
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    decoder = config.get("added_tokens_decoder") or {}
+    added = sorted(
+        (int(k), str(v["content"]), bool(v.get("special", True)))
+        for k, v in decoder.items()
+        if int(k) < text_size
+    )
+    for token_id, content, special in added:
+        if backend.token_to_id(content) == token_id:
+            continue
+        _add_tokens(backend, [(token_id, content, special)])
+    special_names = {
+        key: config[key] if isinstance(config.get(key), str) else None
+        for key in ("eos_token", "pad_token", "bos_token", "mask_token")
+    }
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        clean_up_tokenization_spaces=False,
+        **{k: v for k, v in special_names.items() if v is not None},
+    )
 
 
 def qwen2_tokenizer(dream_special_tokens: bool = True) -> Any:
