@@ -16,6 +16,10 @@ resize and crop, same resampling); codes given as `.npy` files are inlined too, 
 written manifest needs no file beside it. Relative media paths resolve against the input
 manifest's folder, or `--root`. A record that cannot be read stops the run with its file
 and line, unless `--skip-errors` (then it is left out and counted).
+
+The tasks that hear speech through SenseVoice in the stage configs (ASR, speech-to-image,
+spoken VQA) read audio files, not codes: prepare their manifests with `--keep-audio` (images
+are still tokenized; the audio paths are made absolute).
 """
 
 from __future__ import annotations
@@ -78,8 +82,12 @@ def prepare(
     batch_size: int = 16,
     skip_errors: bool = False,
     progress: bool = True,
+    keep_audio: bool = False,
 ) -> PrepareReport:
     """Write `target`: the records of `source` with media files replaced by codes.
+
+    With `keep_audio`, `audio` files stay files, made absolute (the tasks that hear speech
+    through SenseVoice: the data module's front end reads them, as upstream does).
 
     Raises:
         DataError: a record that cannot be read or tokenized (naming `file:line`), unless
@@ -116,7 +124,9 @@ def prepare(
                         if image_tokenizer.channels == 1:
                             image = image.mean(dim=0, keepdim=True)
                         images[i] = image
-                    if "audio" in record:
+                    if "audio" in record and keep_audio:
+                        record["audio"] = str(_media(str(record["audio"]), base).resolve())
+                    elif "audio" in record:
                         if speech_tokenizer is None:
                             raise DataError("has an 'audio' file; pass --speech-tokenizer")
                         path = _media(str(record["audio"]), base)
@@ -167,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--skip-errors", action="store_true")
+    parser.add_argument(
+        "--keep-audio",
+        action="store_true",
+        help="leave audio files as files (tasks that hear speech through SenseVoice)",
+    )
     args = parser.parse_args(argv)
 
     from omni_blocks.tokenizers import GLM4VoiceTokenizer, PretrainedMagvitV2
@@ -187,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root=args.root,
         batch_size=args.batch_size,
         skip_errors=args.skip_errors,
+        keep_audio=args.keep_audio,
     )
     print(f"wrote {report.written} records to {args.target}; skipped {report.skipped}")
     for message in report.errors[:10]:

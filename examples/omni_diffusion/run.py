@@ -245,12 +245,18 @@ def read_example(
     tokenizers."""
     from omni_blocks.data import load_example
 
+    template = data.templates[task]
+    hears = Modality.SPEECH in template.input_modalities
+    features_key = template.speech_input.features_key if hears else None
     return load_example(
         record,
         base=base,
         image_tokenizer=data.image_tokenizer,
         speech_tokenizer=data.speech_tokenizer,
         name=f"{task} example",
+        speech_front_end=data.speech_front_end,
+        features_key=features_key,
+        speech_codes=template.target_modality is Modality.SPEECH or (hears and not features_key),
     )
 
 
@@ -271,6 +277,12 @@ def dry_run_overrides(models: Path, *, steps: int = 2, sample_steps: int = 4) ->
         f"--data.init_args.image_tokenizer.init_args.pretrained={models / 'magvitv2'}",
         "--data.init_args.image_tokenizer.init_args.image_size=8",
         f"--data.init_args.speech_tokenizer.init_args.path={models / 'glm-4-voice-tokenizer'}",
+        f"--model.speech_encoder.init_args.pretrained={models / 'sensevoice'}",
+        "--model.speech_encoder.init_args.attention_heads=2",
+        "--model.speech_encoder.init_args.allow_pickle=false",
+        "--model.speech_projector.init_args.input_size=16",
+        "--model.speech_projector.init_args.hidden_size=32",
+        f"--data.init_args.speech_front_end.init_args.cmvn={models / 'sensevoice' / 'am.mvn'}",
         "--data.init_args.batch_size=2",
         "--data.init_args.num_workers=0",
     ]
@@ -322,6 +334,7 @@ def dry_run(
     standins.tiny_dream(models / "dream")
     standins.tiny_magvit(models / "magvitv2")
     standins.tiny_glm4voice(models / "glm-4-voice-tokenizer")
+    standins.tiny_sensevoice(models / "sensevoice")
     standins.write_manifests(workdir, VocabLayout.omni_diffusion(), image_tokens=16)
     overrides = dry_run_overrides(models, steps=steps, sample_steps=sample_steps)
     report = DryRunReport(stages={}, outputs={}, seconds=0.0)

@@ -143,6 +143,33 @@ def tiny_glm4voice(folder: Path, *, seed: int = 0) -> Path:
     return encoder.save_pretrained(folder, extractor)
 
 
+def tiny_sensevoice(folder: Path, *, seed: int = 0) -> Path:
+    """A random SenseVoiceSmall of two SAN-M blocks (width 16, two heads) in the layout of
+    `FunAudioLLM/SenseVoiceSmall` (its CTC head included, as `model.safetensors`), and an
+    `am.mvn` of its 560 feature shifts and scales."""
+    from safetensors.torch import save_file
+
+    from omni_blocks.speech import SenseVoiceEncoder
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    encoder = SenseVoiceEncoder(
+        output_size=16, attention_heads=2, linear_units=32, num_blocks=2, tp_blocks=1
+    )
+    state = {k: v.contiguous() for k, v in encoder.state_dict().items()}
+    state["ctc.ctc_lo.weight"] = 0.02 * torch.randn(64, 16)
+    state["ctc.ctc_lo.bias"] = torch.zeros(64)
+    save_file(state, str(folder / "model.safetensors"))
+    shift = " ".join(f"{-10.0 - 0.001 * i:.6f}" for i in range(560))
+    scale = " ".join(f"{0.2 + 0.0001 * i:.6f}" for i in range(560))
+    (folder / "am.mvn").write_text(
+        "<Nnet>\n<Splice> 560 560\n[ 0 ]\n<AddShift> 560 560\n"
+        f"<LearnRateCoef> 0 [ {shift} ]\n<Rescale> 560 560\n"
+        f"<LearnRateCoef> 0 [ {scale} ]\n</Nnet>\n"
+    )
+    return folder
+
+
 def _png(path: Path, seed: int) -> None:
     from PIL import Image
 
@@ -184,8 +211,9 @@ def write_manifests(
             return {"image": f"media/{name}"}
         return {"image_codes": rng.integers(0, layout.image_size, image_tokens).tolist()}
 
-    def speech(i: int, key: str = "audio") -> dict[str, Any]:
-        if i % 2 == 0:
+    def speech(i: int, key: str = "audio", heard: bool = False) -> dict[str, Any]:
+        # speech the model hears goes through SenseVoice's front end: always a file
+        if i % 2 == 0 or heard:
             name = f"{key}_{i}.wav"
             rate = 22_050 if i == 0 else 16_000  # one file goes through resampling
             _wav(media / name, seconds=0.3 + 0.1 * i, rate=rate, seed=i)
@@ -204,11 +232,11 @@ def write_manifests(
         rows["t2i"].append({**base, "caption": caption, **image(i)})
         rows["caption"].append({**base, "caption": caption, **image(i)})
         rows["vqa"].append({**base, "question": question, "answer": answer, **image(i)})
-        rows["asr"].append({**base, "text": caption, **speech(i)})
+        rows["asr"].append({**base, "text": caption, **speech(i, heard=True)})
         rows["tts"].append({**base, "text": caption, **speech(i)})
-        rows["s2i"].append({**base, **speech(i, "spoken_caption"), **image(i)})
+        rows["s2i"].append({**base, **speech(i, "spoken_caption", heard=True), **image(i)})
         rows["spoken_vqa"].append(
-            {**base, "answer": answer, **speech(i, "spoken_question"), **image(i)}
+            {**base, "answer": answer, **speech(i, "spoken_question", heard=True), **image(i)}
         )
     out = {}
     for task, records in rows.items():

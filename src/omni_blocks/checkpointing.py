@@ -141,7 +141,7 @@ def resolve_checkpoint(
 
     patterns = list(_HUB_PATTERNS)
     if allow_pickle:
-        patterns.append("*.bin")
+        patterns += ["*.bin", "*.pt"]
     try:
         local = snapshot_download(
             name,

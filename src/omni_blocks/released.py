@@ -459,7 +459,10 @@ def load_released(
     return ReleasedOmniDiffusion(
         module=module,
         text_tokenizer=text,
-        front_end=SenseVoiceFrontEnd(cmvn),
+        front_end=SenseVoiceFrontEnd(
+            None if isinstance(cmvn, Tensor) else cmvn,
+            stats=cmvn if isinstance(cmvn, Tensor) else None,
+        ),
         image_tokenizer=image_tokenizer,
         speech_tokenizer=speech_tokenizer,
     )

@@ -301,3 +301,40 @@ def test_validation_tasks_are_concatenated_in_order(tmp_path: Path, layout: Voca
     batches = list(loader)  # type: ignore[arg-type]
     assert [len(b["task"]) for b in batches] == [3, 3]
     assert [t for b in batches for t in b["task"]] == ["caption"] * 4 + ["asr"] * 2
+
+
+def test_audio_heard_as_features_goes_through_the_front_end(tmp_path: Path) -> None:
+    from omni_blocks.data import AsrTemplate, ChatTextTemplate, ManifestDataset, SpeechFeatures
+    from omni_blocks.speech import LogMelFrontEnd
+    from omni_blocks.tokenizers import TextTokenizer
+    from omni_blocks.tokenizers.audio import load_audio
+
+    text = TextTokenizer.train_bpe(["one two three"] * 5, vocab_size=280, min_frequency=1)
+    layout = VocabLayout(text.codebook_size, 16, 16, special_ids=text.special_ids)
+    front = LogMelFrontEnd(n_mels=20)
+    t = torch.arange(4000) / 16_000
+    write_wav(tmp_path / "a.wav", 0.3 * torch.sin(2 * math.pi * 220 * t), 16_000)
+    manifest = write_lines(
+        tmp_path / "asr.jsonl",
+        [{"id": "u1", "audio": "a.wav", "text": "one"},
+         {"id": "c1", "audios": ["a.wav"], "messages": [
+             {"role": "user", "content": "<|audio|>"}, {"role": "assistant", "content": "two"}]}],
+    )  # fmt: skip
+    heard = SpeechFeatures(extra_positions=0, stride=1)
+    plain = ManifestDataset(
+        [manifest], AsrTemplate(layout, text, speech_input=heard), speech_front_end=front
+    )
+    example = plain.example(0)
+    expected = front(load_audio(tmp_path / "a.wav", 16_000), 16_000)
+    torch.testing.assert_close(example["speech_features"], expected)
+    assert "speech_codes" not in example  # no speech tokenizer needed
+    seq = plain[0]
+    assert seq.slots is not None and int(seq.slots.sum()) == len(expected)
+    chat = ManifestDataset(
+        [manifest], ChatTextTemplate(layout, text, speech_input=heard), speech_front_end=front
+    )
+    torch.testing.assert_close(chat.example(1)["audios"][0], expected)
+    assert chat[1].slots is not None
+    without = ManifestDataset([manifest], AsrTemplate(layout, text, speech_input=heard))
+    with pytest.raises(DataError, match="speech_front_end"):
+        without[0]

@@ -179,6 +179,9 @@ def test_dry_run_fits_every_stage_and_generates_every_task(
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
     assert ckpt["state_dict"]["backbone.lm_head.weight"].shape == (176_264, 32)
+    # upstream's speech path: SenseVoice + ResamplerProjector, carried from stage 1 on
+    assert ckpt["state_dict"]["speech_projector.mlp.2.weight"].shape == (32, 32)
+    assert any(k.startswith("speech_encoder.encoder.encoders0") for k in ckpt["state_dict"])
     assert "| stage3 | 2 |" in report.table()
 
     # the `generate` command: stage 3's config + its last.ckpt, a manifest-style record
@@ -197,6 +200,13 @@ def test_dry_run_fits_every_stage_and_generates_every_task(
         ]
     )
     assert code == 0 and (tmp_path / "generated" / "vqa.txt").is_file()
+    # speech heard through SenseVoice's front end, from an audio file
+    heard = {"audio": "data/omni_diffusion/media/audio_0.wav"}
+    code = recipe.main(
+        ["generate", "--task=asr", "--max-steps=2", f"--example={json.dumps(heard)}",
+         f"--ckpt={last}", f"--out={tmp_path / 'generated'}", *overrides]
+    )  # fmt: skip
+    assert code == 0 and (tmp_path / "generated" / "asr.txt").is_file()
 
 
 def test_image_outputs_are_decoded_to_png(tmp_path: Path) -> None:
@@ -255,3 +265,19 @@ def test_prepare_writes_the_codes_the_data_module_computes(tmp_path: Path) -> No
         bad, tmp_path / "out.jsonl", image_tokenizer=image, skip_errors=True, progress=False
     )
     assert (skipped.written, skipped.skipped) == (0, 1)
+
+
+def test_prepare_keeps_heard_audio_as_files(tmp_path: Path) -> None:
+    from omni_blocks.data import read_manifest
+    from omni_blocks.tokenizers import PretrainedMagvitV2
+
+    recipe = recipe_module()
+    prepare = recipe_module("prepare")
+    image = PretrainedMagvitV2(str(recipe.standins.tiny_magvit(tmp_path / "magvit")))
+    source = recipe.standins.write_manifests(tmp_path, VocabLayout.omni_diffusion())["s2i"]
+    target = tmp_path / "prepared" / "s2i.jsonl"
+    prepare.prepare(source, target, image_tokenizer=image, keep_audio=True, progress=False)
+    for before, after in zip(read_manifest(source), read_manifest(target), strict=True):
+        assert "image" not in after and "image_codes" in after
+        assert Path(after["audio"]).is_absolute() and Path(after["audio"]).is_file()
+        assert Path(after["audio"]).name == Path(before["audio"]).name

@@ -59,7 +59,7 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="one mono waveform"):
         front(torch.zeros(2, 800))
     with pytest.raises(ValueError, match="CMVN"):
-        SenseVoiceFrontEnd(torch.zeros(2, 80))
+        SenseVoiceFrontEnd(stats=torch.zeros(2, 80))
     (tmp_path / "bad.mvn").write_text("<Nnet>\n</Nnet>\n")
     with pytest.raises(ValueError, match=r"am\.mvn"):
         read_cmvn(tmp_path / "bad.mvn")
@@ -68,3 +68,32 @@ def test_bad_input_is_named(tmp_path: Path) -> None:
         encoder(torch.zeros(1, 5, 12), torch.tensor([5]))
     with pytest.raises(ValueError, match="language"):
         SenseVoiceEncoder(language="xx")
+
+
+def test_pretrained_sensevoice_reads_a_folder_and_refuses_a_pickle_by_default(
+    golden: dict[str, torch.Tensor], tmp_path: Path
+) -> None:
+    from safetensors.torch import save_file
+
+    from omni_blocks.config import block_config
+    from omni_blocks.speech import PretrainedSenseVoice
+
+    weights = {k.removeprefix("weights."): v for k, v in golden.items() if k.startswith("weights.")}
+    (tmp_path / "st").mkdir()
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()}, str(tmp_path / "st" / "model.safetensors")
+    )
+    encoder = PretrainedSenseVoice(str(tmp_path / "st"), attention_heads=2).eval()
+    reference = SenseVoiceEncoder.from_state_dict(weights, attention_heads=2).eval()
+    features, lengths = golden["features"], golden["feature_lengths"]
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(features, lengths)[0], reference(features, lengths)[0])
+    # saved with a module it is recorded by its shape, never by the path it came from
+    assert block_config(encoder)["class_path"] == "omni_blocks.speech.SenseVoiceEncoder"
+    (tmp_path / "pt").mkdir()
+    torch.save(weights, tmp_path / "pt" / "model.pt")
+    with pytest.raises(FileNotFoundError, match="allow_pickle"):
+        PretrainedSenseVoice(str(tmp_path / "pt"), attention_heads=2)
+    pickled = PretrainedSenseVoice(str(tmp_path / "pt"), attention_heads=2, allow_pickle=True)
+    for a, b in zip(pickled.state_dict().values(), encoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

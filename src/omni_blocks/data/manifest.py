@@ -72,11 +72,12 @@ from omni_blocks.data.mixture import OmniDataModule, TaskMixture
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.data.tokenize import tokenize_example
+from omni_blocks.speech.encoders import SpeechFrontEnd
 from omni_blocks.tokenizers.base import ImageTokenizer, SpeechTokenizer
 from omni_blocks.tokenizers.glm4voice import GLM4VoiceTokenizer
 from omni_blocks.tokenizers.speech_vq import MelVQSpeechTokenizer
 from omni_blocks.tokenizers.text import TextTokenizer
-from omni_blocks.vocab import VocabLayout
+from omni_blocks.vocab import Modality, VocabLayout
 
 if TYPE_CHECKING:
     from omni_blocks.data.processor import TaskProcessor
@@ -154,6 +155,9 @@ def load_example(
     image_tokenizer: ImageTokenizer | None = None,
     speech_tokenizer: SpeechTokenizer | None = None,
     name: str = "example",
+    speech_front_end: SpeechFrontEnd | None = None,
+    features_key: str | None = None,
+    speech_codes: bool = True,
 ) -> dict[str, Any]:
     """A manifest record -> a template example (strings and local codes).
 
@@ -167,6 +171,11 @@ def load_example(
         image_tokenizer: tokenizes `image` files.
         speech_tokenizer: tokenizes `audio` files.
         name: how error messages name the record (its file and line).
+        speech_front_end: turns `audio` files into feature frames (speech heard as
+            features, [`SpeechFeatures`][omni_blocks.data.speech_input.SpeechFeatures]).
+        features_key: where to put those frames (None: no frames are made).
+        speech_codes: tokenize `audio` files into `speech_codes` (off when the template
+            reads only frames).
 
     Raises:
         DataError: a missing file, a media file without the tokenizer it needs, codes of the
@@ -191,7 +200,16 @@ def load_example(
         raw["image"] = load_image(path, image_tokenizer.image_size)
         if image_tokenizer.channels == 1:
             raw["image"] = raw["image"].mean(dim=0, keepdim=True)
-    if "audio" in record:
+    if "audio" in record and features_key is not None:
+        if speech_front_end is None:
+            raise DataError(
+                f"{name}: the template hears speech as features but the data has no "
+                "speech_front_end"
+            )
+        example[features_key] = _front_end_frames(record["audio"], folder, speech_front_end, name)
+        if not speech_codes:
+            example.pop("audio")
+    if "audio" in record and speech_codes:
         if speech_tokenizer is None:
             raise DataError(f"{name}: has an 'audio' file but the data has no speech_tokenizer")
         from omni_blocks.tokenizers.audio import load_audio
@@ -209,6 +227,16 @@ def load_example(
         example.pop("audio", None)
         example.update(tokenized)
     return example
+
+
+def _front_end_frames(value: Any, folder: Path, front_end: SpeechFrontEnd, name: str) -> Tensor:
+    from omni_blocks.tokenizers.audio import load_audio
+
+    path = _resolve(str(value), folder)
+    if not path.is_file():
+        raise DataError(f"{name}: audio file {path} does not exist")
+    rate = int(front_end.sample_rate)
+    return front_end(load_audio(path, rate), rate)
 
 
 def read_manifest(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -253,6 +281,8 @@ class ManifestDataset(Dataset[TaskSequence]):
             own folder).
         image_tokenizer: tokenizes `image` files (not needed for pre-tokenized codes).
         speech_tokenizer: tokenizes `audio` files.
+        speech_front_end: turns `audio` files into feature frames, for a template that hears
+            speech as features (`speech_input: SpeechFeatures`).
 
     Raises:
         FileNotFoundError: a manifest is missing.
@@ -267,6 +297,7 @@ class ManifestDataset(Dataset[TaskSequence]):
         root: str | os.PathLike[str] | None = None,
         image_tokenizer: ImageTokenizer | None = None,
         speech_tokenizer: SpeechTokenizer | None = None,
+        speech_front_end: SpeechFrontEnd | None = None,
     ) -> None:
         if isinstance(manifests, (str, os.PathLike)):
             manifests = [manifests]
@@ -275,6 +306,7 @@ class ManifestDataset(Dataset[TaskSequence]):
         self.root = None if root is None else Path(root)
         self.image_tokenizer = image_tokenizer
         self.speech_tokenizer = speech_tokenizer
+        self.speech_front_end = speech_front_end
         self._lines: list[tuple[int, int, int]] = []  # (file, byte offset, line number)
         for index, path in enumerate(self.files):
             if not path.is_file():
@@ -314,13 +346,63 @@ class ManifestDataset(Dataset[TaskSequence]):
         base = self.root if self.root is not None else file.parent
         record = self.record(index)
         name = f"{self.location(index)} (id={record.get('id')!r})"
+        template = self.template
+        features_key = template.speech_input.features_key
+        if "messages" in record:  # upstream's chat format
+            return self._chat_example(record, base, features_key, name)
+        hears = Modality.SPEECH in template.input_modalities
+        says = template.target_modality is Modality.SPEECH
         return load_example(
             record,
             base=base,
             image_tokenizer=self.image_tokenizer,
             speech_tokenizer=self.speech_tokenizer,
             name=name,
+            speech_front_end=self.speech_front_end,
+            features_key=features_key if hears else None,
+            speech_codes=says or (hears and features_key is None),
         )
+
+    def _chat_example(
+        self, record: dict[str, Any], base: Path, features_key: str | None, name: str
+    ) -> dict[str, Any]:
+        """An upstream chat sample with its `audios` / `images` files encoded by role."""
+        from omni_blocks.data.messages import encode_media
+        from omni_blocks.tokenizers.audio import load_audio
+
+        def codes(path: Path) -> Tensor:
+            if self.speech_tokenizer is None:
+                raise DataError(f"{name}: speech codes need the data's speech_tokenizer")
+            rate = int(self.speech_tokenizer.sample_rate)
+            raw = {"audio": load_audio(path, rate), "sample_rate": rate}
+            out: Tensor = tokenize_example(raw, speech_tokenizer=self.speech_tokenizer)[
+                "speech_codes"
+            ]
+            return out
+
+        def frames(path: Path) -> Tensor:
+            if self.speech_front_end is None:
+                raise DataError(f"{name}: heard speech needs the data's speech_front_end")
+            return _front_end_frames(path, base, self.speech_front_end, name)
+
+        def image(path: Path) -> Tensor:
+            if self.image_tokenizer is None:
+                raise DataError(f"{name}: images need the data's image_tokenizer")
+            pixels = load_image(path, self.image_tokenizer.image_size)
+            if self.image_tokenizer.channels == 1:
+                pixels = pixels.mean(dim=0, keepdim=True)
+            out: Tensor = tokenize_example({"image": pixels}, image_tokenizer=self.image_tokenizer)[
+                "image_codes"
+            ]
+            return out
+
+        try:
+            return encode_media(
+                record, root=base, heard=frames if features_key else codes, said=codes,
+                image_in=image, image_out=image,
+            )  # fmt: skip
+        except DataError as err:
+            raise DataError(f"{name}: {err}") from err
 
     def __getitem__(self, index: int) -> TaskSequence:
         example = self.example(index)
@@ -391,6 +473,8 @@ class ManifestDataModule(OmniDataModule):
             concrete classes because a config chooses the tokenizer by `class_path`, which
             needs a class type; any of their subclasses, or a `torch.nn.Module` implementing
             the protocol, works too.
+        speech_front_end: turns `audio` files into feature frames for templates that hear
+            speech as features (`SenseVoiceFrontEnd` for Omni-Diffusion's SenseVoice path).
         batch_size: sequences per batch and device.
         val_batch_size: for validation; defaults to `batch_size`.
         num_workers: data-loader worker processes (they read and tokenize media).
@@ -422,6 +506,7 @@ class ManifestDataModule(OmniDataModule):
         *,
         image_tokenizer: nn.Module | None = None,
         speech_tokenizer: GLM4VoiceTokenizer | MelVQSpeechTokenizer | nn.Module | None = None,
+        speech_front_end: SpeechFrontEnd | None = None,
         batch_size: int = 8,
         val_batch_size: int | None = None,
         num_workers: int = 0,
@@ -448,6 +533,7 @@ class ManifestDataModule(OmniDataModule):
         self.text_tokenizer = text_tokenizer
         self.image_tokenizer = image_tokenizer
         self.speech_tokenizer = speech_tokenizer
+        self.speech_front_end = speech_front_end
         self.tasks = list(train)
         self.val_tasks = list(val or [])
         datasets = self._datasets(self.tasks, layout, max_length)
@@ -540,5 +626,6 @@ class ManifestDataModule(OmniDataModule):
                 root=task.root,
                 image_tokenizer=self.image_tokenizer,
                 speech_tokenizer=self.speech_tokenizer,
+                speech_front_end=self.speech_front_end,
             )
         return out

@@ -62,6 +62,9 @@ def placeholder_id(layout: VocabLayout) -> int:
 class SpeechInput(ABC):
     """The interface: an example's speech -> a piece of prompt."""
 
+    features_key: str | None = None
+    """The example key of feature frames this input reads (None: it reads codes)."""
+
     @abstractmethod
     def piece(self, example: Mapping[str, Any], layout: VocabLayout, name: str) -> SpeechPiece:
         """The prompt piece of `example`'s speech (`name` identifies it in errors).
@@ -107,6 +110,10 @@ class SpeechFeatures(SpeechInput):
     def __post_init__(self) -> None:
         if self.extra_positions < 0 or self.stride < 1:
             raise ValueError("extra_positions must be >= 0 and stride >= 1")
+
+    @property
+    def features_key(self) -> str | None:  # type: ignore[override]
+        return self.key
 
     def slot_length(self, frames: int) -> int:
         """Slot positions for `frames` feature frames."""

@@ -22,13 +22,18 @@ from omni_blocks.speech.encoders import (
     SpeechFrontEnd,
 )
 from omni_blocks.speech.projectors import LinearProjector, Projector, ResamplerProjector
-from omni_blocks.speech.sensevoice import SenseVoiceEncoder, SenseVoiceFrontEnd
+from omni_blocks.speech.sensevoice import (
+    PretrainedSenseVoice,
+    SenseVoiceEncoder,
+    SenseVoiceFrontEnd,
+)
 from omni_blocks.speech.slots import SlotError, speech_slots
 
 __all__ = [
     "ConvSpeechEncoder",
     "LinearProjector",
     "LogMelFrontEnd",
+    "PretrainedSenseVoice",
     "Projector",
     "ResamplerProjector",
     "SenseVoiceEncoder",

@@ -34,6 +34,7 @@ from omni_blocks.speech.encoders import EncodedSpeech, FeatureFrames, SpeechEnco
 
 __all__ = [
     "SENSEVOICE_SMALL",
+    "PretrainedSenseVoice",
     "SenseVoiceEncoder",
     "SenseVoiceFrontEnd",
     "apply_lfr",
@@ -95,8 +96,7 @@ class SenseVoiceFrontEnd(SpeechFrontEnd):
     """SenseVoiceSmall's front end: Kaldi fbank, LFR stacking, CMVN.
 
     Args:
-        cmvn: the model's `am.mvn`: a path, or a `(2, features)` tensor of shifts and scales;
-            None skips CMVN.
+        cmvn: the path of the model's `am.mvn`; None skips CMVN (unless `stats`).
         sample_rate: the waveforms' rate (`fs`).
         n_mels: fbank bins.
         frame_length: window in milliseconds.
@@ -107,6 +107,7 @@ class SenseVoiceFrontEnd(SpeechFrontEnd):
         dither: Kaldi dither (FunASR's `WavFrontend` defaults to 1.0 unless the model's
             `config.yaml` sets it; 0 is deterministic). A positive dither draws from torch's
             global generator.
+        stats: the `(2, features)` shifts and scales themselves, instead of `cmvn`.
 
     Raises:
         ValueError: a CMVN of another width than `n_mels * lfr_m`.
@@ -114,7 +115,7 @@ class SenseVoiceFrontEnd(SpeechFrontEnd):
 
     def __init__(
         self,
-        cmvn: str | os.PathLike[str] | Tensor | None = None,
+        cmvn: str | os.PathLike[str] | None = None,
         sample_rate: int = 16_000,
         n_mels: int = 80,
         frame_length: float = 25.0,
@@ -123,17 +124,37 @@ class SenseVoiceFrontEnd(SpeechFrontEnd):
         lfr_n: int = 6,
         window: str = "hamming",
         dither: float = 0.0,
+        stats: Tensor | None = None,
     ) -> None:
+        # `stats` is apart from `cmvn` on purpose: a Tensor in the path's annotation makes
+        # jsonargparse read a path given on the command line as the file's content
+        if cmvn is not None and stats is not None:
+            raise ValueError("give cmvn (a path) or stats (a tensor), not both")
         self.sample_rate, self.n_mels = sample_rate, n_mels
         self.frame_length, self.frame_shift = frame_length, frame_shift
         self.lfr_m, self.lfr_n, self.window, self.dither = lfr_m, lfr_n, window, dither
         self.feature_size = n_mels * lfr_m
-        stats = read_cmvn(cmvn) if isinstance(cmvn, str | os.PathLike) else cmvn
+        if cmvn is not None:
+            stats = read_cmvn(cmvn)
         if stats is not None and tuple(stats.shape) != (2, self.feature_size):
             raise ValueError(
                 f"the CMVN statistics must be (2, {self.feature_size}); got {tuple(stats.shape)}"
             )
-        self.cmvn = stats
+        self.cmvn = None if cmvn is None else str(cmvn)
+        self.stats = stats
+
+    def to_config(self) -> dict[str, Any]:
+        """`class_path` / `init_args` of this front end (statistics given as a tensor are
+        written out as lists)."""
+        init_args: dict[str, Any] = {
+            "cmvn": self.cmvn, "sample_rate": self.sample_rate, "n_mels": self.n_mels,
+            "frame_length": self.frame_length, "frame_shift": self.frame_shift,
+            "lfr_m": self.lfr_m, "lfr_n": self.lfr_n, "window": self.window,
+            "dither": self.dither,
+        }  # fmt: skip
+        if self.cmvn is None and self.stats is not None:
+            init_args["stats"] = self.stats.tolist()
+        return {"class_path": "omni_blocks.speech.SenseVoiceFrontEnd", "init_args": init_args}
 
     def features(self, waveform: Float[Tensor, " time"]) -> FeatureFrames:
         kaldi = require("torchaudio.compliance.kaldi", "SenseVoice's Kaldi fbank")
@@ -154,8 +175,8 @@ class SenseVoiceFrontEnd(SpeechFrontEnd):
         )
         if self.lfr_m != 1 or self.lfr_n != 1:
             mat = apply_lfr(mat, self.lfr_m, self.lfr_n)
-        if self.cmvn is not None:
-            mat = (mat + self.cmvn[0]) * self.cmvn[1]
+        if self.stats is not None:
+            mat = (mat + self.stats[0]) * self.stats[1]
         out: Tensor = mat.float()
         return out
 
@@ -377,3 +398,64 @@ class SenseVoiceEncoder(SpeechEncoder):
                 f"{unexpected[:5]}"
             )
         return model
+
+
+class PretrainedSenseVoice(SenseVoiceEncoder):
+    """SenseVoiceSmall's encoder with its weights, by folder or hub id, for configs.
+
+    Reads `model.safetensors` when the folder has one; FunAudioLLM's hub repository ships
+    only a pickled `model.pt`, read (with `torch.load(weights_only=True)`) only when
+    `allow_pickle` is given by the caller (never from a saved file: a trust switch). The
+    CTC head is skipped; every encoder tensor must be there (`strict`). Saved with a
+    module, it is recorded by its shape (`SenseVoiceEncoder`'s `to_config`) and its weights
+    go with the module's, so a saved model never refers back to the hub.
+
+    Args:
+        pretrained: a folder or hub id (`FunAudioLLM/SenseVoiceSmall`).
+        attention_heads: the heads per layer (4; the weights do not say).
+        allow_pickle: accept `model.pt` (a pickle) when there is no safetensors file.
+        revision: the hub revision.
+        language: the language query.
+
+    Raises:
+        FileNotFoundError: no weights in the folder, or only a pickle without
+            `allow_pickle`.
+        ValueError: tensors that do not fit.
+    """
+
+    def __init__(
+        self,
+        pretrained: str = "FunAudioLLM/SenseVoiceSmall",
+        attention_heads: int = 4,
+        allow_pickle: bool = False,
+        revision: str | None = None,
+        language: str = "auto",
+    ) -> None:
+        from omni_blocks.checkpointing import resolve_checkpoint
+
+        folder = resolve_checkpoint(pretrained, revision=revision, allow_pickle=allow_pickle)
+        state = _read_weights(Path(folder), allow_pickle)
+        loaded = SenseVoiceEncoder.from_state_dict(
+            state, attention_heads=attention_heads, language=language
+        )
+        super().__init__(**loaded.config, language=language)
+        self.load_state_dict(loaded.state_dict())
+        self.pretrained, self.allow_pickle, self.revision = pretrained, allow_pickle, revision
+
+
+def _read_weights(folder: Path, allow_pickle: bool) -> dict[str, Tensor]:
+    safetensors = folder / "model.safetensors"
+    if safetensors.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(safetensors))
+    pickled = folder / "model.pt"
+    if pickled.is_file():
+        if not allow_pickle:
+            raise FileNotFoundError(
+                f"{folder} has only model.pt, a pickle; pass allow_pickle=True to read it "
+                "(with torch.load(weights_only=True)), or convert it to model.safetensors"
+            )
+        state = torch.load(pickled, map_location="cpu", weights_only=True)
+        return dict(state.get("state_dict", state)) if isinstance(state, dict) else {}
+    raise FileNotFoundError(f"{folder} has no SenseVoice weights (model.safetensors / model.pt)")
