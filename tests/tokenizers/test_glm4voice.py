@@ -220,3 +220,19 @@ def test_defaults_are_the_released_tokenizer_s() -> None:
         )
     )
     assert encoder.codebook_size == 16_384 and encoder.frames_per_token == 8
+
+
+@pytest.mark.parametrize("variant", ["tiny", "tiny_causal"])
+def test_codes_are_glm4voices_own_on_its_checkpoint_layout(variant: str) -> None:
+    """Golden: GLM-4-Voice's `load_quantize_encoder` + `extract_speech_token` on a tiny random
+    model of the real layout (`tests/fixtures/glm4voice/`, see its `make_fixture.py`), with
+    the released tokenizer's block-causal attention and with `quantize_causal_encoder`."""
+    import json
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "glm4voice"
+    expected = json.loads((fixture / "codes.json").read_text())["codes"][variant]
+    waves = load_file(str(fixture / "waveforms.safetensors"))
+    tok = GLM4VoiceTokenizer(str(fixture / variant))
+    for i, codes in enumerate(expected):
+        ours = tok.encode(waves[f"waveform.{i}"], sample_rate=16_000)
+        assert ours.tolist() == codes, i

@@ -257,3 +257,39 @@ def test_bad_inputs_are_rejected(tiny: MagvitV2) -> None:
         tiny.decode(torch.zeros(1, 255, dtype=torch.long))
     with pytest.raises(TypeError, match="integer codes"):
         tiny.decode(torch.zeros(1, 256))
+
+
+def test_codes_and_reconstructions_are_upstreams_on_random_weights() -> None:
+    """Golden: Omni-Diffusion's own MAGVIT-v2 (`get_code`, `decode_code`) at width 32 with
+    seeded weights (`tests/fixtures/magvit2/`, see its `make_fixture.py`)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "magvit2"
+    golden = json.loads((fixture / "codes.json").read_text())
+    stored = load_file(str(fixture / "images.safetensors"))
+    model = MagvitV2(
+        ch=golden["ch"],
+        encoder_num_res_blocks=tuple(golden["num_res_blocks"]),
+        decoder_num_res_blocks=tuple(golden["num_res_blocks"]),
+    ).eval()
+    assert sorted(model.state_dict()) == golden["keys"]  # the same 1:1 key layout
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for name in golden["keys"]:  # the fixture's draw: sorted keys, one generator
+        if name.endswith("quantize.embedding") or name.endswith("power_vals"):
+            continue
+        value = torch.randn(model.state_dict()[name].shape, generator=g) * 0.1
+        state[name] = value + 1.0 if "norm" in name and name.endswith("weight") else value
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("quantize.") for k in missing)
+    images = torch.rand(4, 3, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    torch.testing.assert_close(images.sum((1, 2, 3)), stored["image_sums"])
+    with torch.no_grad():
+        codes = model.get_code(images)
+        assert codes.tolist() == golden["codes"]
+        decoded = model.decode_code(codes[:2])
+    torch.testing.assert_close(
+        decoded[:, :, ::8, ::8], stored["decoded_every_8th"], rtol=1e-4, atol=1e-4
+    )

@@ -62,6 +62,7 @@ GLM4VOICE_VQ_DEFAULTS: dict[str, Any] = {
     "quantize_vocab_size": 16_384,
     "quantize_position": 16,
     "quantize_causal_block_size": 200,
+    "quantize_causal_encoder": False,
     "quantize_encoder_only": True,
     "encoder_causal_convolution": True,
     "encoder_causal_attention": False,
@@ -132,7 +133,9 @@ class WhisperVQEncoder(nn.Module):
     Attention: with `quantize_causal_block_size = B` (GLM-4-Voice: 200 frames at 50 Hz, i.e.
     4 s) a frame sees every frame of its own block and of earlier blocks (upstream
     `get_block_causal_attention_mask`; `B / pooling_kernel_size` after pooling); padded frames
-    are never attended to.
+    are never attended to. With `encoder_causal_attention` or `quantize_causal_encoder` (off
+    in the released tokenizer) every layer is plainly causal, without block or padding mask,
+    as upstream's SDPA path with `is_causal` is.
 
     Args:
         config: a transformers `WhisperConfig` carrying the VQ fields of
@@ -196,13 +199,19 @@ class WhisperVQEncoder(nn.Module):
 
     def _attention_bias(self, valid: Tensor, block: int | None, dtype: torch.dtype) -> Tensor:
         seq = valid.shape[1]
-        allowed = valid[:, None, :].expand(-1, seq, -1)
         idx = torch.arange(seq, device=valid.device)
+        if self.config.encoder_causal_attention or getattr(
+            self.config, "quantize_causal_encoder", False
+        ):
+            # upstream's causal layers (WhisperVQEncoderLayer(is_causal=True)) run SDPA with
+            # is_causal and no mask: neither blocks nor padding
+            causal = (idx[None, :] <= idx[:, None])[None].expand(valid.shape[0], -1, -1)
+            bias = torch.zeros(causal.shape, dtype=dtype, device=valid.device)
+            return bias.masked_fill(~causal, torch.finfo(dtype).min)[:, None]
+        allowed = valid[:, None, :].expand(-1, seq, -1)
         if block is not None:
             blocks = idx // max(block, 1)
             allowed = allowed & (blocks[None, :] <= blocks[:, None])[None]
-        elif self.config.encoder_causal_attention:
-            allowed = allowed & (idx[None, :] <= idx[:, None])[None]
         bias = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
         bias = bias.masked_fill(~allowed, torch.finfo(dtype).min)
         return bias[:, None]
