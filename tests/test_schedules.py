@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from omni_blocks.schedules import (
     AntitheticTime,
     CosineSchedule,
+    FullMaskShareTime,
     GeometricSchedule,
     LinearSchedule,
     LogLinearSchedule,
@@ -123,6 +124,8 @@ def test_check_times_names_the_problem() -> None:
         (lambda: GeometricSchedule(0.0, 1.0), "sigma_min"),
         (lambda: UniformTime(1.0), "eps"),
         (lambda: AntitheticTime(-0.5), "eps"),
+        (lambda: FullMaskShareTime(1.5), "share"),
+        (lambda: FullMaskShareTime(0.5, eps=1.0), "eps"),
     ],
 )
 def test_bad_parameters_raise(factory: object, message: str) -> None:
@@ -137,6 +140,8 @@ SAMPLERS: list[TimeDistribution] = [
     UniformTime(0.1),
     AntitheticTime(),
     AntitheticTime(0.05, shuffle=True),
+    FullMaskShareTime(),
+    FullMaskShareTime(1.0),
 ]
 
 
@@ -182,3 +187,14 @@ def test_time_distribution_rejects_bad_batch_size(bad: int) -> None:
     for sampler in (UniformTime(), AntitheticTime()):
         with pytest.raises((ValueError, TypeError), match="batch_size"):
             sampler.sample(bad)
+
+
+def test_full_mask_share_puts_that_share_of_rows_at_the_fully_masked_end() -> None:
+    t = FullMaskShareTime(0.3).sample(20_000, generator=torch.Generator().manual_seed(0))
+    full = t > 0.9999
+    assert float(full.float().mean()) == pytest.approx(0.3, abs=0.015)
+    rest = t[~full]  # the others stay uniform on [eps, 1)
+    assert float(rest.mean()) == pytest.approx(0.5, abs=0.01)
+    assert float(LinearSchedule().mask_prob(t[full]).min()) > 0.9999
+    none = FullMaskShareTime(0.0).sample(1000, generator=torch.Generator().manual_seed(0))
+    assert not bool((none > 0.9999).any())

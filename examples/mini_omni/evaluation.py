@@ -58,6 +58,10 @@ class TaskResult:
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
     generation: Generation | None = None
+    scores: list[float] = field(default_factory=list)
+    """Per example: 1/0 (accuracies), or word errors (ASR; `weights` holds the words)."""
+    weights: list[float] = field(default_factory=list)
+    """Per example, for a ratio metric (ASR: reference words); empty otherwise."""
 
 
 def image_codes(output: Any, tokens: int) -> Tensor | None:
@@ -171,19 +175,35 @@ def score_task(
     """
     outputs = generation.outputs
     metric: Metric
+    scores: list[float] = []
+    weights: list[float] = []
     if task == "asr":
         metric = WordErrorRate()
         metric.update([str(o) for o in outputs], [e["text"] for e in examples])
+        for o, e in zip(outputs, examples, strict=True):  # per example, for intervals
+            one = WordErrorRate()
+            one.update([str(o)], [e["text"]])
+            words = float(len(str(e["text"]).split()))
+            scores.append(float(one.compute()) * words)
+            weights.append(words)
     elif task in ("caption", "vqa", "spoken_vqa"):
         key = "caption" if task == "caption" else "answer"
         metric = AnswerAccuracy()
         metric.update([str(o) for o in outputs], [e[key] for e in examples])
+        for o, e in zip(outputs, examples, strict=True):
+            one = AnswerAccuracy()
+            one.update([str(o)], [e[key]])
+            scores.append(float(one.compute()))
     elif task == "tts":
-        metric = JudgeScore(SpeechJudgeScore(word_judge, tokenizers))
+        judge = SpeechJudgeScore(word_judge, tokenizers)
+        metric = JudgeScore(judge)
         metric.update(outputs, examples)
+        scores = judge.score(outputs, examples).tolist()
     elif task in ("t2i", "s2i", "inpainting"):
-        metric = JudgeScore(ImageJudgeScore(digit_judge, tokenizers))
+        image_judge = ImageJudgeScore(digit_judge, tokenizers)
+        metric = JudgeScore(image_judge)
         metric.update(outputs, examples)
+        scores = image_judge.score(outputs, examples).tolist()
     else:
         raise ValueError(f"unknown task {task!r}; known: {sorted(METRIC_NAMES)}")
     extra = {}
@@ -200,6 +220,8 @@ def score_task(
         seconds=generation.seconds,
         extra=extra,
         generation=generation,
+        scores=scores,
+        weights=weights,
     )
 
 

@@ -160,6 +160,8 @@ class Evaluation:
         test: task -> the held-out examples it was scored on.
         sweep: task -> rows of the sampling-steps sweep.
         training: run name -> its training log line.
+        sensitivity: task -> model -> the mean KL (nats) of its predictions when the
+            prompt's input is swapped for another example's.
     """
 
     results: dict[str, dict[str, Any]]
@@ -167,6 +169,7 @@ class Evaluation:
     test: dict[str, list[dict[str, Any]]]
     sweep: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     training: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict[str, Any]:
@@ -244,6 +247,8 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
     save_quality_plot(out / "quality_vs_nfe.png", sweep, metrics)
 
     # the tables
+    from .stats import interval
+
     main_rows = []
     for task, r in diffusion.items():
         a = autoregressive.get(task)
@@ -251,13 +256,18 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
             [
                 task,
                 r.metric,
-                r.value,
+                str(interval(r)),
                 f"{r.nfe:.1f}",
-                a.value if a else "-",
+                str(interval(a)) if a else "-",
                 f"{a.nfe:.1f}" if a else "-",
                 r.n,
             ]
         )
+    sensitivity_rows = [
+        [task, f"{v['diffusion']:.3f}", f"{v['autoregressive']:.3f}" if "autoregressive" in v
+         else "-"]
+        for task, v in evaluation.sensitivity.items()
+    ]  # fmt: skip
     agreement_rows = [[k, v["same digit"], v["same codes"]] for k, v in agreement.items()]
     sweep_rows = [
         [task, row["model"], row["setting"], f"{row['nfe']:.1f}", row["value"]]
@@ -282,13 +292,19 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         f"mixture (diffusion: {preset.diffusion_steps} over its three stages), greedy "
         "decoding. NFE: forward passes per sample. Images and speech are scored by judges "
         "trained on real data only (see below). Inpainting is zero-shot: the model never "
-        "trained on it.",
+        "trained on it. In brackets: 95% bootstrap intervals over the examples.",
         markdown_table(
             ["task", "metric", "diffusion", "NFE", "autoregressive", "NFE", "n"], main_rows
         ),
         "Is the image drawn from a spoken prompt the one drawn from the same text prompt? "
         "(Paired prompts: 'draw a seven' written and spoken in a held-out voice.)",
         markdown_table(["model", "judged the same digit", "identical image codes"], agreement_rows),
+        "Does the model listen to its prompt? Mean KL divergence (nats) between the "
+        "predictions for the response's first position (the baseline: its first generated "
+        "token; diffusion: every response position, fully masked, averaged) given the "
+        "example's prompt and given another example's input (a different digit or sentence); "
+        "near 0: the prompt is ignored.",
+        markdown_table(["task", "diffusion", "autoregressive"], sensitivity_rows),
         "Zero-shot inpainting: the judge reads the right digit in "
         f"{diffusion['inpainting'].extra.get('known half alone', float('nan')):.3f} of the "
         "half images alone (bottom half blank), in "
@@ -330,12 +346,20 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         "training": training,
         "results": {
             model: {
-                task: {"metric": r.metric, "value": r.value, "nfe": r.nfe, "n": r.n, **r.extra}
+                task: {
+                    "metric": r.metric,
+                    "value": r.value,
+                    "nfe": r.nfe,
+                    "n": r.n,
+                    "interval": [interval(r).low, interval(r).high],
+                    **r.extra,
+                }
                 for task, r in by_task.items()
             }
             for model, by_task in results.items()
         },
         "agreement": agreement,
+        "sensitivity": evaluation.sensitivity,
         "sweep": sweep,
         "files": ["report.md", "images.png", "quality_vs_nfe.png"]
         + [f"wavs/{p.name}" for p in wavs],

@@ -79,7 +79,7 @@ from mini_omni.tokenizing import Tokenizers, build_tokenizers
 from omni_blocks.backbones import NativeTransformer
 from omni_blocks.data import OmniDataModule, TaskMixture, TaskTemplate, TemplateDataset
 from omni_blocks.generation import generate
-from omni_blocks.masking import AttenuatedTailPadMasking
+from omni_blocks.masking import PerTokenTimeMasking
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
 from omni_blocks.sampling import Sampler, fast_dllm_sampler, omni_diffusion_sampler
@@ -110,15 +110,15 @@ STAGES = (
     Stage(
         "3 speech-driven vision",
         {
-            "t2i": 0.12,
+            "t2i": 0.1,
             "caption": 0.12,
             "vqa": 0.12,
             "asr": 0.12,
-            "tts": 0.08,
-            "s2i": 0.22,
-            "spoken_vqa": 0.22,
+            "tts": 0.09,
+            "s2i": 0.25,
+            "spoken_vqa": 0.2,
         },
-        lr_scale=0.5,
+        lr_scale=0.75,
     ),
 )
 SWEEP_TASKS = ("t2i", "caption", "asr", "tts")
@@ -138,6 +138,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run seeds seed..seed+N-1, each in OUT/seed_K, and write their mean and spread "
+        "to OUT/seeds.md and OUT/seeds.json",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
@@ -310,7 +317,10 @@ def train_diffusion(run: Run, data: Data) -> tuple[OmniDiffusionModule, dict[str
             layout=data.tokenizers.layout,
             schedule=LinearSchedule(),
             time_distribution=AntitheticTime(),
-            mask_strategy=AttenuatedTailPadMasking(pad_mask_ratio=0.6),
+            # upstream's rule: a time per token (every row half masked on average, the end
+            # tokens attenuated by 0.6); per-row times left the miniature ignoring its
+            # prompt (issue 21's diagnosis)
+            mask_strategy=PerTokenTimeMasking(pad_mask_ratio=0.6),
             sampler=sampler(8),
             optimizer=replace(OPTIMIZER, lr=run.preset.lr * stage.lr_scale),
             lr_schedule=LR_SCHEDULE,
@@ -419,6 +429,45 @@ def evaluate(run: Run, data: Data, models: dict[str, GenerateFn]) -> Evaluation:
     return Evaluation(results=results, agreement=agreement, test=test)
 
 
+@torch.no_grad()
+def prompt_sensitivity(
+    run: Run, data: Data, module: OmniDiffusionModule, ar: AutoregressiveModule, n: int = 50
+) -> dict[str, dict[str, float]]:
+    """Does each model listen to its prompt? Per task, the mean KL divergence between its
+    predictions given an example's prompt and given the next example's (a different digit:
+    the held-out subsets go round-robin over digits). Diffusion: every position of the fully
+    masked response, one forward pass; the baseline: its first generated token."""
+    t = time.time()
+    module.eval()
+    ar.eval()
+    out: dict[str, dict[str, float]] = {}
+    for task in TASKS:
+        if task == "inpainting":
+            continue
+        template, length = data.templates[task], data.tasks.target_lengths[task]
+        examples = balanced_subset(data.tasks.test[task], n)
+        prompts = [template.prompt(e, length, index=i) for i, e in enumerate(examples)]
+
+        def diffusion(seq: Any) -> torch.Tensor:
+            logits = module.backbone(seq.ids[None])[0, seq.target_mask]
+            return torch.log_softmax(logits.float(), -1)
+
+        def causal(seq: Any) -> torch.Tensor:
+            ids = torch.cat([seq.prompt_ids, torch.tensor([data.tokenizers.layout.mask_id])])
+            return torch.log_softmax(ar.backbone(ids[None])[0, -1:].float(), -1)
+
+        row = {}
+        for name, predict in (("diffusion", diffusion), ("autoregressive", causal)):
+            kls = []
+            for i in range(len(prompts)):
+                p, q = predict(prompts[i]), predict(prompts[(i + 1) % len(prompts)])
+                kls.append(float((p.exp() * (p - q)).sum(-1).mean()))
+            row[name] = sum(kls) / len(kls)
+        out[task] = row
+    run.lap("prompt sensitivity", t)
+    return out
+
+
 def sweep_steps(
     run: Run,
     data: Data,
@@ -454,6 +503,50 @@ def sweep_steps(
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.seeds > 1:
+        return run_seeds(args)
+    return run_one_seed(args)
+
+
+def run_seeds(args: argparse.Namespace) -> dict[str, Any]:
+    """`--seeds N`: one full run per seed, then mean, standard deviation and range over them."""
+    import json
+    import statistics
+
+    out, reports = args.out, []
+    for k in range(args.seeds):
+        seed_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k, "seeds": 1,
+                                          "out": out / f"seed_{args.seed + k}"})  # fmt: skip
+        reports.append(run_one_seed(seed_args))
+    summary: dict[str, Any] = {"seeds": [args.seed + k for k in range(args.seeds)], "results": {}}
+    rows = []
+    for model, tasks in reports[0]["results"].items():
+        for task, first in tasks.items():
+            values = [r["results"][model][task]["value"] for r in reports]
+            stats = {
+                "metric": first["metric"], "values": values, "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values), "max": max(values),
+            }  # fmt: skip
+            summary["results"].setdefault(model, {})[task] = stats
+            rows.append(
+                f"| {task} | {model} | {first['metric']} | {stats['mean']:.3f} | "
+                f"{stats['std']:.3f} | {stats['min']:.3f} - {stats['max']:.3f} |"
+            )
+    (out / "seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+    table = "\n".join(
+        ["| task | model | metric | mean | std | range |", "|---|---|---|---|---|---|", *rows]
+    )
+    (out / "seeds.md").write_text(
+        f"# Mini Omni-Diffusion over {args.seeds} seeds\n\nSeeds {summary['seeds']}, preset "
+        f"`{args.preset}`; each seed's report is in `seed_K/report.md`.\n\n{table}\n"
+    )
+    print(f"seeds summary: {out / 'seeds.md'}", flush=True)
+    return summary
+
+
+def run_one_seed(args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the recipe (one seed), top to bottom."""
     run = Run(args=args, preset=PRESETS[args.preset])
     torch.set_num_threads(args.threads)
     L.seed_everything(args.seed, verbose=False)
@@ -474,6 +567,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "autoregressive": autoregressive_generate(ar),
     }
     evaluation = evaluate(run, data, models)
+    evaluation.sensitivity = prompt_sensitivity(run, data, module, ar)
     sweep_steps(run, data, evaluation, models, module)
     evaluation.training = training
 

@@ -55,7 +55,7 @@ INSTRUCTIONS: dict[str, str] = {
     "caption": "Describe.",
     "vqa": "",
     "t2i": "",
-    "s2i": "",
+    "s2i": "Draw.",  # the spoken command is the prompt; the text says which task it is
     "spoken_vqa": "",
     "inpainting": "",  # the same prompt as text-to-image: inpainting is zero-shot
 }

@@ -36,6 +36,7 @@ from omni_blocks.typing import Times
 __all__ = [
     "AntitheticTime",
     "CosineSchedule",
+    "FullMaskShareTime",
     "GeometricSchedule",
     "LinearSchedule",
     "LogLinearSchedule",
@@ -453,3 +454,38 @@ class AntitheticTime(TimeDistribution):
             strata = strata[order.to(v.device)]
         u = ((strata + v) / n).clamp(max=1.0 - 1e-7)
         return self.eps + (1.0 - self.eps) * u
+
+
+@dataclass(frozen=True)
+class FullMaskShareTime(TimeDistribution):
+    """Uniform times, with a share of rows at the fully masked end (`t -> 1`).
+
+    With probability `share` a row's time is `1 - 1e-6` (every target token masked under a
+    linear schedule: the model must predict the whole target from the prompt alone, which
+    is what one-shot and early sampling steps ask of it); otherwise `t` is uniform on
+    `[eps, 1)`. The loss stays a proper weighting of the masked-token objective (it
+    oversamples `t ~ 1`); with `share = 0` it is `UniformTime`. Made for small models that
+    learn to ignore the prompt when nearly every training row shows them most of the answer.
+
+    Args:
+        share: the probability of a fully masked row, in `[0, 1]`.
+        eps: the floor of the uniform times.
+
+    Raises:
+        ValueError: `share` outside `[0, 1]` or a bad `eps`.
+    """
+
+    share: float = 0.25
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        _check_param("share", self.share, 0.0, 1.0, open_low=False)
+
+    def _sample(
+        self, n: int, generator: torch.Generator | None, device: torch.device | str | None
+    ) -> Times:
+        u = _rand(n, generator, device)
+        full = _rand(n, generator, device) < self.share
+        t = self.eps + (1.0 - self.eps) * u
+        return torch.where(full, torch.full_like(t, 1.0 - 1e-6), t)
