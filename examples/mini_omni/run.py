@@ -3,6 +3,7 @@
     python examples/mini_omni/run.py                      # the default preset, <= 10 minutes
     python examples/mini_omni/run.py --preset full-mini   # longer, better numbers
     python examples/mini_omni/run.py --preset tiny        # a smoke run (the test uses it)
+    python examples/mini_omni/run.py --seeds 3            # three seeds, mean and spread
 
 What it does, in order (each phase is a function below; `main` calls them in turn):
 
@@ -14,13 +15,15 @@ What it does, in order (each phase is a function below; `main` calls them in tur
 3. judges, fitted on real data only: a digit classifier (pixels) and a spoken-word
    classifier (log-mel features); they score generated images and speech;
 4. the diffusion model, trained in the paper's three stages, each initialised from the
-   previous one, with attenuated tail-pad masking: (1) text-to-image, captioning, VQA;
+   previous one, with upstream's per-token masking (a time per token, end tokens
+   attenuated by 0.6): (1) text-to-image, captioning, VQA;
    (2) + ASR, TTS; (3) + speech-to-image, spoken VQA;
 5. the autoregressive baseline: the same backbone with causal attention, trained on the
    final stage's mixture for as many steps as the diffusion model had in total;
-6. evaluation of every task (plus zero-shot inpainting and the agreement between images
-   drawn from a text prompt and from its spoken version), and a sweep of sampling steps
-   against the baseline: quality against forward passes (NFE);
+6. evaluation of every task with 95% bootstrap intervals (plus zero-shot inpainting, the
+   agreement between images drawn from a text prompt and from its spoken version, and how
+   much each model's predictions move when the prompt is swapped), and a sweep of
+   sampling steps against the baseline: quality against forward passes (NFE);
 7. `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/*.wav` and `results.json` in
    `--out`.
 """
@@ -84,6 +87,7 @@ from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
 from omni_blocks.sampling import Sampler, fast_dllm_sampler, omni_diffusion_sampler
 from omni_blocks.schedules import AntitheticTime, LinearSchedule
+from omni_blocks.speech import Projector, SpeechEncoder
 
 
 @dataclass(frozen=True)
@@ -302,12 +306,16 @@ OPTIMIZER = AdamWConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
 LR_SCHEDULE = WarmupCosine(warmup_steps=50, min_lr_ratio=0.1)
 
 
-def train_diffusion(run: Run, data: Data) -> tuple[OmniDiffusionModule, dict[str, Any]]:
+def train_diffusion(
+    run: Run, data: Data, speech: tuple[SpeechEncoder, Projector] | None = None
+) -> tuple[OmniDiffusionModule, dict[str, Any]]:
     """The diffusion model, in the paper's three stages: each stage is a new module on the
-    previous stage's backbone, with a fresh optimiser and learning-rate schedule (as
-    separate runs would have)."""
+    previous stage's backbone (and speech encoder and projector, when the model hears speech
+    as features), with a fresh optimiser and learning-rate schedule (as separate runs
+    would have)."""
     t = time.time()
     net = backbone(data.tokenizers, run.preset)
+    encoder, projector = speech if speech is not None else (None, None)
     training: dict[str, Any] = {}
     module: OmniDiffusionModule | None = None
     for stage, steps in zip(STAGES, run.preset.stage_steps, strict=True):
@@ -326,6 +334,8 @@ def train_diffusion(run: Run, data: Data) -> tuple[OmniDiffusionModule, dict[str
             lr_schedule=LR_SCHEDULE,
             normalization="sequence",  # each row counts once: short answers are not drowned
             seed=run.seed,
+            speech_encoder=encoder,
+            speech_projector=projector,
         )
         training[f"diffusion, stage {stage.name}"] = fit(run, data, module, stage.mixture, steps)
     run.lap("diffusion training", t)
@@ -349,7 +359,8 @@ def train_baseline(run: Run, data: Data) -> tuple[AutoregressiveModule, dict[str
 
 
 def diffusion_generate(module: OmniDiffusionModule, sampler: Sampler, seed: int) -> GenerateFn:
-    """A `GenerateFn` for the diffusion model with `sampler`."""
+    """A `GenerateFn` for the diffusion model with `sampler` (speech heard as features goes
+    through the module's encoder)."""
 
     def run_one(
         task: str, template: TaskTemplate, examples: list[Example], length: int
@@ -362,6 +373,7 @@ def diffusion_generate(module: OmniDiffusionModule, sampler: Sampler, seed: int)
             examples,
             length,
             generator=torch.Generator().manual_seed(seed),
+            speech=module.speech_slots if module.speech_encoder is not None else None,
         )
         return Generation(out.outputs, out.mean_nfe, out.seconds, out.trajectories or None)
 

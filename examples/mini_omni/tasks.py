@@ -41,6 +41,8 @@ from omni_blocks.data import (
     TtsTemplate,
     VqaTemplate,
 )
+from omni_blocks.data.speech_input import SpeechInput
+from omni_blocks.speech import SpeechFrontEnd
 
 from .corpus import QUESTIONS, Corpus, Utterance, answer, caption, draw_command
 from .tokenizing import Tokenizers
@@ -75,20 +77,24 @@ TASKS: tuple[str, ...] = (
 )
 
 
-def make_templates(tokenizers: Tokenizers) -> dict[str, TaskTemplate]:
-    """One template per task, all on the miniature's layout and text tokenizer."""
+def make_templates(
+    tokenizers: Tokenizers, speech_input: SpeechInput | None = None
+) -> dict[str, TaskTemplate]:
+    """One template per task, all on the miniature's layout and text tokenizer; the tasks
+    that hear speech take it as `speech_input` says (default: codes)."""
     layout, text = tokenizers.layout, tokenizers.text
     image_tokens = tokenizers.image.tokens_per_item
     i, kw = INSTRUCTIONS, {"chat": CHAT}
+    hear: dict[str, Any] = {} if speech_input is None else {"speech_input": speech_input}
     images = {"image_tokens": image_tokens, **kw}
     return {
         "t2i": TextToImageTemplate(layout, text, i["t2i"], **images),
         "caption": CaptionTemplate(layout, text, i["caption"], **images),
         "vqa": VqaTemplate(layout, text, i["vqa"], **images),
-        "asr": AsrTemplate(layout, text, i["asr"], **kw),
+        "asr": AsrTemplate(layout, text, i["asr"], **kw, **hear),
         "tts": TtsTemplate(layout, text, i["tts"], **kw),
-        "s2i": SpeechToImageTemplate(layout, text, i["s2i"], **images),
-        "spoken_vqa": SpokenVqaTemplate(layout, text, i["spoken_vqa"], **images),
+        "s2i": SpeechToImageTemplate(layout, text, i["s2i"], **images, **hear),
+        "spoken_vqa": SpokenVqaTemplate(layout, text, i["spoken_vqa"], **images, **hear),
         "inpainting": InpaintingTemplate(layout, text, i["inpainting"], **images),
     }
 
@@ -123,6 +129,7 @@ def _split_examples(
     split: str,
     rng: random.Random,
     pairings: int,
+    front_end: SpeechFrontEnd | None = None,
 ) -> dict[str, list[Example]]:
     images, labels = corpus.images(split)
     image_codes = tokenizers.encode_images(images)
@@ -133,8 +140,18 @@ def _split_examples(
     commands = _by_digit(corpus.speech(split, "command"))
     questions = _by_text(corpus.speech(split, "question"))
 
+    rate = tokenizers.speech.sample_rate
+    features = {} if front_end is None else {id(u): front_end(u.waveform, rate) for u in speech}
+
     def with_codes(u: Utterance) -> Tensor:
         return speech_codes[id(u)]
+
+    def heard(u: Utterance) -> Example:
+        """The speech a model hears: codes, and with a front end its feature frames."""
+        out: Example = {"speech_codes": speech_codes[id(u)]}
+        if features:
+            out["speech_features"] = features[id(u)]
+        return out
 
     out: dict[str, list[Example]] = {task: [] for task in TASKS}
     for n, (codes, label) in enumerate(zip(image_codes, labels.tolist(), strict=True)):
@@ -150,13 +167,13 @@ def _split_examples(
             for spoken in rng.sample(
                 questions[question], k=min(pairings, len(questions[question]))
             ):
-                out["spoken_vqa"].append({**qa, "speech_codes": with_codes(spoken)})
+                out["spoken_vqa"].append({**qa, **heard(spoken)})
         for spoken in rng.sample(commands[label], k=min(pairings, len(commands[label]))):
-            out["s2i"].append({**base, "speech_codes": with_codes(spoken), "voice": spoken.voice})
+            out["s2i"].append({**base, **heard(spoken), "voice": spoken.voice})
     for u in speech:
         example = {
             "id": f"{split}-{u.voice}-{u.speed}-{u.text}",
-            "speech_codes": with_codes(u),
+            **heard(u),
             "text": u.text,
             "digit": -1 if u.digit is None else u.digit,
             "voice": u.voice,
@@ -168,13 +185,20 @@ def _split_examples(
 
 
 def build_task_data(
-    corpus: Corpus, tokenizers: Tokenizers, *, pairings: int = 2, seed: int = 0
+    corpus: Corpus,
+    tokenizers: Tokenizers,
+    *,
+    pairings: int = 2,
+    seed: int = 0,
+    front_end: SpeechFrontEnd | None = None,
 ) -> TaskData:
-    """Every task's examples from the corpus (train: training images and voices)."""
+    """Every task's examples from the corpus (train: training images and voices); with a
+    `front_end`, the heard speech (ASR, speech-to-image, spoken VQA) carries its feature
+    frames (`speech_features`) beside its codes."""
     rng = random.Random(seed)
     data = TaskData(
-        train=_split_examples(corpus, tokenizers, "train", rng, pairings),
-        test=_split_examples(corpus, tokenizers, "test", rng, pairings),
+        train=_split_examples(corpus, tokenizers, "train", rng, pairings, front_end),
+        test=_split_examples(corpus, tokenizers, "test", rng, pairings, front_end),
     )
     data.train["inpainting"] = []  # zero-shot: never trained
     text_tokens = max(

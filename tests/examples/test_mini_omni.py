@@ -155,3 +155,24 @@ def test_tiny_run_produces_every_output_and_metric(tmp_path: Path) -> None:
     text = (out / "report.md").read_text()
     assert "| task | metric | diffusion |" in text
     assert report["results"] == saved["results"]
+    for task, r in diffusion.items():  # every figure has its 95% interval
+        low, high = r["interval"]
+        assert low <= r["value"] + 1e-9 and r["value"] <= high + 1e-9, task
+    assert set(saved["sensitivity"]) == set(TASKS) - {"inpainting"}
+    for task, kl in saved["sensitivity"].items():
+        assert kl["diffusion"] >= 0 and kl["autoregressive"] >= 0, task
+
+    # the same run hearing speech through an encoder, compared with the codes' results
+    from mini_omni.speech_input import HEARD
+    from mini_omni.speech_input import main as speech_input
+
+    common = ["--preset", "tiny", "--workdir", str(tmp_path / "work"), "--threads", "1",
+              "--no-progress"]  # fmt: skip
+    compared = speech_input(
+        ["--codes", str(out / "results.json"), "--out", str(tmp_path / "heard"), *common]
+    )
+    assert set(compared["tasks"]) == set(HEARD)
+    for task, row in compared["tasks"].items():
+        assert row["codes"]["mean"] == diffusion[task]["value"], task
+        assert math.isfinite(row["features"]["mean"]), task
+    assert "| asr |" in (tmp_path / "heard" / "speech_input.md").read_text()
