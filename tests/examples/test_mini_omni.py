@@ -176,3 +176,17 @@ def test_tiny_run_produces_every_output_and_metric(tmp_path: Path) -> None:
         assert row["codes"]["mean"] == diffusion[task]["value"], task
         assert math.isfinite(row["features"]["mean"]), task
     assert "| asr |" in (tmp_path / "heard" / "speech_input.md").read_text()
+
+
+def test_budget_scores_the_baseline_at_fractions_of_its_steps(tmp_path: Path) -> None:
+    from mini_omni.budget import main as budget
+
+    out = budget(
+        ["--steps", "2", "4", "--preset", "tiny", "--workdir", str(tmp_path / "work"),
+         "--out", str(tmp_path / "budget"), "--threads", "1", "--no-progress"]
+    )  # fmt: skip
+    assert out["full"] == 12 and {"2", "4"} <= set(out)
+    for steps in ("2", "4"):
+        for task, ci in out[steps].items():
+            assert ci["low"] <= ci["mean"] + 1e-9 <= ci["high"] + 2e-9, (steps, task)
+    assert "| 2 (0.17x) |" in (tmp_path / "budget" / "budget.md").read_text()
