@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from omni_blocks.masking import (
@@ -317,3 +317,22 @@ def test_per_token_time_masks_half_of_content_and_less_of_pads() -> None:
     # 14,000 and 4,000 Bernoulli draws: 5 standard deviations
     assert abs(float(content) - 0.5005) < 5 * (0.25 / 14_000) ** 0.5
     assert abs(float(pads) - 0.3003) < 5 * (0.21 / 4_000) ** 0.5
+
+
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 6), seq=st.integers(1, 30))
+@settings(max_examples=40, deadline=None)
+def test_per_token_masking_in_one_draw_equals_upstreams_row_loop(
+    seed: int, rows: int, seq: int
+) -> None:
+    from omni_blocks.masking import PerTokenTimeMasking
+    from omni_blocks.vocab import VocabLayout
+
+    layout = VocabLayout(40, 0, 0, special_ids={"mask": 39, "pad": 0, "eos": 0})
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 38, (rows, seq), generator=g)
+    target = torch.rand(rows, seq, generator=g) < 0.6  # gaps and empty rows included
+    strategy = PerTokenTimeMasking(0.6)
+    one = strategy._all_rows_at_once(ids, target, layout, torch.Generator().manual_seed(seed))
+    loop = strategy._row_by_row(ids, target, layout, torch.Generator().manual_seed(seed))
+    assert torch.equal(one.mask, loop.mask)
+    assert torch.equal(one.noisy_ids, loop.noisy_ids)
