@@ -37,7 +37,7 @@ from torch import Tensor
 
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.speech_input import SpeechCodes, SpeechFeatures, SpeechInput, SpeechPiece
-from omni_blocks.data.templates import TaskTemplate, _Prompt
+from omni_blocks.data.templates import TaskTemplate, _join, _Prompt
 from omni_blocks.vocab import Modality
 
 __all__ = [
@@ -244,17 +244,7 @@ class MessagesTemplate(TaskTemplate):
         if generation_prompt:
             pieces.append(SpeechPiece(torch.cat([self._im_start, self._fixed_text("assistant")])))
             pieces.append(SpeechPiece(self._newline()))
-        ids = torch.cat([p.ids for p in pieces]).long()
-        features = tuple(p.features for p in pieces if p.features is not None)
-        if not features:
-            return _Rendered(_Prompt(ids), cursor.counts)
-        slot = torch.cat(
-            [
-                p.slot if p.slot is not None else torch.zeros(len(p.ids), dtype=torch.bool)
-                for p in pieces
-            ]
-        )
-        return _Rendered(_Prompt(ids, slot, features), cursor.counts)
+        return _Rendered(_join(pieces), cursor.counts)
 
     def _content(
         self, example: Mapping[str, Any], role: str, content: str, cursor: _Cursor, name: str
@@ -276,19 +266,13 @@ class MessagesTemplate(TaskTemplate):
                 parts.append(SpeechPiece(torch.tensor([self.layout.token_id(part)])))
             else:
                 parts.append(SpeechPiece(self._encode(part)))
-        if not parts:
-            return SpeechPiece(torch.zeros(0, dtype=torch.long))
-        ids = torch.cat([p.ids for p in parts]).long()
-        features = [p.features for p in parts if p.features is not None]
-        if not features:
-            return SpeechPiece(ids)
-        if len(features) > 1:
-            raise DataError(f"{name}: one turn holds {len(features)} heard audios; one at most")
-        slot = torch.cat(
-            [p.slot if p.slot is not None else torch.zeros(len(p.ids), dtype=torch.bool)
-             for p in parts]
-        )  # fmt: skip
-        return SpeechPiece(ids, slot, features[0])
+        joined = _join(parts)
+        if len(joined.features) > 1:
+            raise DataError(
+                f"{name}: one turn holds {len(joined.features)} heard audios; one at most"
+            )
+        features = joined.features[0] if joined.features else None
+        return SpeechPiece(joined.ids, joined.slot, features)
 
     def _audio(self, example: Mapping[str, Any], role: str, index: int, name: str) -> SpeechPiece:
         value = _entry(example, "audios", index, name)

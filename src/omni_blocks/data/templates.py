@@ -104,6 +104,21 @@ class _Prompt:
     features: tuple[Tensor, ...] = ()
 
 
+def _join(parts: Sequence[Tensor | SpeechPiece]) -> _Prompt:
+    """Ids (and, where speech is heard as features, slot positions and frames) of pieces
+    laid end to end."""
+    pieces = [p if isinstance(p, SpeechPiece) else SpeechPiece(p) for p in parts]
+    ids = torch.cat([p.ids for p in pieces]).long() if pieces else torch.zeros(0, dtype=torch.long)
+    features = tuple(p.features for p in pieces if p.features is not None)
+    if not features:
+        return _Prompt(ids)
+    slot = torch.cat(
+        [p.slot if p.slot is not None else torch.zeros(len(p.ids), dtype=torch.bool)
+         for p in pieces]
+    )  # fmt: skip
+    return _Prompt(ids, slot, features)
+
+
 @dataclass
 class TaskTemplate(ABC):
     """Turns one task's examples into [`TaskSequence`][omni_blocks.data.sequence.TaskSequence]s.
@@ -277,18 +292,7 @@ class TaskTemplate(ABC):
         parts.append(self._fixed_text(self.chat.assistant_start))
         if self.target_modality is not Modality.TEXT:
             parts.append(torch.tensor([self.layout.begin_id(self.target_modality)]))
-        pieces = [p if isinstance(p, SpeechPiece) else SpeechPiece(p) for p in parts]
-        ids = torch.cat([p.ids for p in pieces]).long()
-        features = tuple(p.features for p in pieces if p.features is not None)
-        if not features:
-            return _Prompt(ids)
-        slot = torch.cat(
-            [
-                p.slot if p.slot is not None else torch.zeros(len(p.ids), dtype=torch.bool)
-                for p in pieces
-            ]
-        )
-        return _Prompt(ids, slot, features)
+        return _join(parts)
 
     def _assemble(self, prompt: _Prompt, target: Tensor, name: str) -> TaskSequence:
         total = len(prompt.ids) + len(target)
