@@ -352,7 +352,7 @@ def check_released_tokenizer(folder: Path, layout: VocabLayout) -> None:
     expected = {marker: layout.token_id(marker) for marker in layout.added_tokens}
     for modality, token in ((Modality.SPEECH, "audio"), (Modality.IMAGE, "image")):
         size = layout.size(modality)
-        first = int(layout.to_global(torch.tensor([0]), modality)[0])
+        first = layout.offset(modality)
         expected[f"<|{token}_0|>"] = first
         expected[f"<|{token}_{size - 1}|>"] = first + size - 1
     expected["<|mask|>"] = layout.mask_id

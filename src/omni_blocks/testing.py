@@ -180,7 +180,7 @@ def make_released_standin(
     for marker in layout.added_tokens:
         add(layout.token_id(marker), marker, True)
     for modality, name in ((Modality.SPEECH, "audio"), (Modality.IMAGE, "image")):
-        first = int(layout.to_global(torch.tensor([0]), modality)[0])
+        first = layout.offset(modality)
         for i in range(layout.size(modality)):
             add(first + i, f"<|{name}_{i}|>", False)
     tokenizer_config = {

@@ -368,37 +368,30 @@ class ManifestDataset(Dataset[TaskSequence]):
     ) -> dict[str, Any]:
         """An upstream chat sample with its `audios` / `images` files encoded by role."""
         from omni_blocks.data.messages import encode_media
-        from omni_blocks.tokenizers.audio import load_audio
 
-        def codes(path: Path) -> Tensor:
-            if self.speech_tokenizer is None:
-                raise DataError(f"{name}: speech codes need the data's speech_tokenizer")
-            rate = int(self.speech_tokenizer.sample_rate)
-            raw = {"audio": load_audio(path, rate), "sample_rate": rate}
-            out: Tensor = tokenize_example(raw, speech_tokenizer=self.speech_tokenizer)[
-                "speech_codes"
-            ]
-            return out
+        def media(key: str, out: str) -> Callable[[Path], Tensor]:
+            """One media file through `load_example`, as a manifest line's would be."""
 
-        def frames(path: Path) -> Tensor:
-            if self.speech_front_end is None:
-                raise DataError(f"{name}: heard speech needs the data's speech_front_end")
-            return _front_end_frames(path, base, self.speech_front_end, name)
+            def encode(path: Path) -> Tensor:
+                loaded = load_example(
+                    {key: str(path)},
+                    image_tokenizer=self.image_tokenizer,
+                    speech_tokenizer=self.speech_tokenizer,
+                    name=f"{key} {path.name}",  # the record's name is added around it
+                    speech_front_end=self.speech_front_end,
+                    features_key=out if out == features_key else None,
+                    speech_codes=out == "speech_codes",
+                )
+                value: Tensor = loaded[out]
+                return value
 
-        def image(path: Path) -> Tensor:
-            if self.image_tokenizer is None:
-                raise DataError(f"{name}: images need the data's image_tokenizer")
-            pixels = load_image(path, self.image_tokenizer.image_size)
-            if self.image_tokenizer.channels == 1:
-                pixels = pixels.mean(dim=0, keepdim=True)
-            out: Tensor = tokenize_example({"image": pixels}, image_tokenizer=self.image_tokenizer)[
-                "image_codes"
-            ]
-            return out
+            return encode
 
+        heard = media("audio", features_key) if features_key else media("audio", "speech_codes")
+        image = media("image", "image_codes")
         try:
             return encode_media(
-                record, root=base, heard=frames if features_key else codes, said=codes,
+                record, root=base, heard=heard, said=media("audio", "speech_codes"),
                 image_in=image, image_out=image,
             )  # fmt: skip
         except DataError as err:

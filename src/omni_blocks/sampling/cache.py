@@ -56,10 +56,6 @@ class DecodingCache(ABC):
         (True at its positions; rows without a block are finished); None: all of them and
         keep nothing."""
 
-    def _check(self) -> None:
-        if self.refresh_every < 0:
-            raise ValueError(f"refresh_every must be >= 0; got {self.refresh_every}")
-
 
 def _span(block: SeqMask) -> tuple[int, int]:
     columns = block.any(0).nonzero().flatten()
@@ -77,7 +73,18 @@ class NoCache(DecodingCache):
 
 
 @dataclass(frozen=True)
-class PrefixCache(DecodingCache):
+class _RefreshedCache(DecodingCache):
+    """A cache rebuilt at each block and, with `refresh_every`, every so many steps."""
+
+    refresh_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0; got {self.refresh_every}")
+
+
+@dataclass(frozen=True)
+class PrefixCache(_RefreshedCache):
     """Fast-dLLM's prefix cache: the prompt and finished blocks come from the cache, the
     current block and everything after it are recomputed at every step.
 
@@ -88,17 +95,12 @@ class PrefixCache(DecodingCache):
         ValueError: a negative `refresh_every`.
     """
 
-    refresh_every: int = 0
-
-    def __post_init__(self) -> None:
-        self._check()
-
     def window(self, block: SeqMask) -> tuple[int, int] | None:
         return _span(block)[0], block.shape[-1]
 
 
 @dataclass(frozen=True)
-class DualCache(DecodingCache):
+class DualCache(_RefreshedCache):
     """Fast-dLLM's dual cache: only the current block is recomputed; the prefix and the
     (masked) suffix both come from the cache.
 
@@ -108,11 +110,6 @@ class DualCache(DecodingCache):
     Raises:
         ValueError: a negative `refresh_every`.
     """
-
-    refresh_every: int = 0
-
-    def __post_init__(self) -> None:
-        self._check()
 
     def window(self, block: SeqMask) -> tuple[int, int] | None:
         return _span(block)
