@@ -250,6 +250,18 @@ def test_ratio_is_the_share_of_each_task_per_epoch(tmp_path: Path, layout: Vocab
     batch = next(iter(data.train_dataloader()))
     assert batch["input_ids"].shape[0] == 3 and set(batch["task"]) <= {"caption", "asr"}
     assert data.templates["asr"].instruction == AsrTemplate.instruction
+    # prompt dropout, by task name, on the training batches only
+    dropped = ManifestDataModule(layout, tok, tasks, batch_size=6, prompt_dropout=1.0,
+                                 prompt_dropout_tasks=["asr"])  # fmt: skip
+    batch = next(iter(dropped.train_dataloader()))
+    empty = data.templates["asr"].unconditional_prompt()
+    prompts = batch["attention_mask"] & ~batch["target_mask"]
+    for row, prompt, task in zip(batch["input_ids"], prompts, batch["task"], strict=True):
+        dropped_row = torch.equal(row[prompt], empty)
+        assert dropped_row == (task == "asr"), task
+    assert dropped.collator.prompt_dropout is None  # validation and test keep their prompts
+    with pytest.raises(ValueError, match=r"prompt_dropout_tasks names \['s2i'\]"):
+        ManifestDataModule(layout, tok, tasks, prompt_dropout=0.1, prompt_dropout_tasks=["s2i"])
 
 
 def test_image_tokens_follow_the_image_tokenizer(

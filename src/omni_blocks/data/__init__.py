@@ -12,11 +12,14 @@
 - speech heard as codes or as encoder features:
   [`SpeechCodes`][omni_blocks.data.speech_input.SpeechCodes],
   [`SpeechFeatures`][omni_blocks.data.speech_input.SpeechFeatures];
+- [`PromptDropout`][omni_blocks.data.dropout.PromptDropout]: a share of a task's rows
+  trained without their prompt, for classifier-free guidance;
 - [`ManifestDataModule`][omni_blocks.data.manifest.ManifestDataModule]: prepared datasets
   as JSONL manifests (media files or pre-tokenized codes), one task per manifest.
 """
 
 from omni_blocks.data.collate import BatchError, TaskBatch, check_batch, collate_sequences
+from omni_blocks.data.dropout import PromptDropout
 from omni_blocks.data.manifest import (
     ManifestDataModule,
     ManifestDataset,
@@ -84,6 +87,7 @@ __all__ = [
     "OmniDataModule",
     "PackedRows",
     "Packing",
+    "PromptDropout",
     "SequenceCollator",
     "SpeechCodes",
     "SpeechFeatures",

@@ -68,6 +68,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from omni_blocks._optional import require
+from omni_blocks.data.dropout import PromptDropout
 from omni_blocks.data.mixture import OmniDataModule, TaskMixture
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.templates import TaskTemplate
@@ -482,11 +483,15 @@ class ManifestDataModule(OmniDataModule):
             False, neither attended nor a target).
         tail_pads_if_no_eos: give `extra_tail_pad` only to sequences without an eos yet
             (Omni-Diffusion's rule).
+        prompt_dropout: training rows of `prompt_dropout_tasks` lose their prompt with this
+            probability ([`PromptDropout`][omni_blocks.data.dropout.PromptDropout], for
+            classifier-free guidance; upstream: 0).
+        prompt_dropout_tasks: the training tasks (by name) whose prompts may be dropped.
 
     Raises:
         TypeError: a tokenizer that does not implement its protocol.
-        ValueError: two tasks with the same name, or an `image_tokens` that contradicts the
-            image tokenizer.
+        ValueError: two tasks with the same name, an `image_tokens` that contradicts the
+            image tokenizer, or a `prompt_dropout_tasks` name that is not a training task.
     """
 
     def __init__(
@@ -510,6 +515,8 @@ class ManifestDataModule(OmniDataModule):
         drop_last: bool = False,
         pad_targets: bool = True,
         tail_pads_if_no_eos: bool = False,
+        prompt_dropout: float = 0.0,
+        prompt_dropout_tasks: Sequence[str] = (),
     ) -> None:
         if image_tokenizer is not None and not isinstance(image_tokenizer, ImageTokenizer):
             raise TypeError(
@@ -530,6 +537,15 @@ class ManifestDataModule(OmniDataModule):
         self.tasks = list(train)
         self.val_tasks = list(val or [])
         datasets = self._datasets(self.tasks, layout, max_length)
+        unknown = sorted(set(prompt_dropout_tasks) - set(datasets))
+        if unknown:
+            raise ValueError(
+                f"prompt_dropout_tasks names {unknown}, not training tasks {sorted(datasets)}"
+            )
+        dropout = None
+        if prompt_dropout > 0 and prompt_dropout_tasks:
+            guided = {t: datasets[t].template for t in prompt_dropout_tasks}
+            dropout = PromptDropout.from_templates(guided, prompt_dropout)
         sizes = {name: len(d) for name, d in datasets.items()}
         weights = {t: task.ratio * sizes[t] for t, task in zip(datasets, self.tasks, strict=True)}
         mixture = TaskMixture(
@@ -559,6 +575,7 @@ class ManifestDataModule(OmniDataModule):
             drop_last=drop_last,
             pad_targets=pad_targets,
             tail_pads_if_no_eos=tail_pads_if_no_eos,
+            prompt_dropout=dropout,
         )
 
     @property

@@ -151,6 +151,17 @@ class MessagesTemplate(TaskTemplate):
             target[min(index, length - 1)] = self.layout.begin_id(self.target_modality)
         return self._assemble(prompt.prompt, target, name)
 
+    def unconditional_prompt(self) -> Int[Tensor, " prompt"]:
+        """The conversation with an empty user turn, up to `<|im_start|>assistant\n` (after
+        `system` where one is set): upstream's speech-to-image unconditional prompt when
+        `system` is "Please generate an image based on the input audio.". The response
+        writes its own begin marker, so none is added."""
+        messages = [("user", "")]
+        if self.system:
+            messages.insert(0, ("system", self.system))
+        empty: dict[str, Any] = {"audios": [], "images": []}
+        return self._render(empty, messages, "unconditional", generation_prompt=True).prompt.ids
+
     def parse(
         self, target_ids: Int[Tensor, " target"], *, lenient: bool = False
     ) -> str | Int[Tensor, " codes"]:

@@ -17,6 +17,7 @@ checkpoint with the same batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import zlib
@@ -29,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from omni_blocks.data.collate import TaskBatch, collate_sequences
+from omni_blocks.data.dropout import PromptDropout
 from omni_blocks.data.sequence import DataError, TaskSequence
 from omni_blocks.data.templates import TaskTemplate
 from omni_blocks.vocab import VocabLayout
@@ -255,9 +257,9 @@ class SequenceCollator:
     """A picklable `collate_fn`: [`collate_sequences`][omni_blocks.data.collate.collate_sequences]
     with fixed options.
 
-    A ranged `extra_tail_pad` is drawn from a generator seeded by `seed` and a checksum of
-    the batch's ids, so the same batch gets the same pads whatever the worker count and
-    after a resume.
+    A ranged `extra_tail_pad` (and `prompt_dropout`'s draws, made first) come from a
+    generator seeded by `seed` and a checksum of the batch's ids, so the same batch gets the
+    same pads and drops whatever the worker count and after a resume.
     """
 
     def __init__(
@@ -270,8 +272,10 @@ class SequenceCollator:
         max_length: int | None = None,
         seed: int = 0,
         tail_pads_if_no_eos: bool = False,
+        prompt_dropout: PromptDropout | None = None,
     ) -> None:
         self.layout = layout
+        self.prompt_dropout = prompt_dropout
         self.pad_to_multiple_of = pad_to_multiple_of
         self.extra_tail_pad = extra_tail_pad
         self.pad_targets = pad_targets
@@ -285,6 +289,8 @@ class SequenceCollator:
             raise DataError(f"the data loader yields {bad[0]}, not TaskSequence")
         checksum = zlib.crc32(torch.cat([s.ids for s in seqs]).numpy().tobytes())
         generator = torch.Generator().manual_seed(_mix(self.seed, checksum))
+        if self.prompt_dropout is not None:
+            seqs = self.prompt_dropout(seqs, generator)
         return collate_sequences(
             seqs,
             self.layout,
@@ -367,6 +373,8 @@ class OmniDataModule(pl.LightningDataModule):
         drop_last: drop a last incomplete training batch.
         tail_pads_if_no_eos: give `extra_tail_pad` only to sequences without an eos yet
             (Omni-Diffusion's rule; see `collate_sequences`).
+        prompt_dropout: drop some training rows' prompts, for classifier-free guidance
+            ([`PromptDropout`][omni_blocks.data.dropout.PromptDropout]); None: none.
     """
 
     def __init__(
@@ -386,6 +394,7 @@ class OmniDataModule(pl.LightningDataModule):
         max_length: int | None = None,
         drop_last: bool = False,
         tail_pads_if_no_eos: bool = False,
+        prompt_dropout: PromptDropout | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or (val_batch_size is not None and val_batch_size < 1):
@@ -412,6 +421,9 @@ class OmniDataModule(pl.LightningDataModule):
             seed=seed,
             tail_pads_if_no_eos=tail_pads_if_no_eos,
         )
+        # training batches only: validation and test rows keep their prompts
+        self.train_collator = copy.copy(self.collator)
+        self.train_collator.prompt_dropout = prompt_dropout
 
     def batches_per_epoch(self, world_size: int = 1) -> int:
         """Training batches per epoch and rank (before Lightning's `limit_train_batches`)."""
@@ -457,7 +469,7 @@ class OmniDataModule(pl.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             num_workers=self.num_workers,
-            collate_fn=self.collator,
+            collate_fn=self.train_collator,
             drop_last=self.drop_last,
             persistent_workers=self.num_workers > 0,
         )

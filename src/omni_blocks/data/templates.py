@@ -254,6 +254,15 @@ class TaskTemplate(ABC):
             return text
         return self.layout.to_local(content, self.target_modality)
 
+    def unconditional_prompt(self) -> Int[Tensor, " prompt"]:
+        """The prompt with an empty user turn (no instruction, no input): what
+        [`PromptDropout`][omni_blocks.data.dropout.PromptDropout] trains on and what
+        classifier-free guidance's unconditional pass reads
+        ([`PromptSwapGuidance`][omni_blocks.sampling.PromptSwapGuidance] with
+        `align_response=True`). Omni-Diffusion's speech-to-image unconditional prompt is
+        likewise its chat format around an empty user turn."""
+        return self._turns([]).ids
+
     def __call__(self, example: Mapping[str, Any], *, index: int | None = None) -> TaskSequence:
         """Same as [`build`][omni_blocks.data.templates.TaskTemplate.build]."""
         return self.build(example, index=index)
@@ -283,11 +292,15 @@ class TaskTemplate(ABC):
 
     def _prompt(self, example: Mapping[str, Any], name: str) -> _Prompt:
         """The prompt's ids, and the slots and features of speech heard as features."""
+        return self._turns(self._inputs(example, name))
+
+    def _turns(self, inputs: Sequence[Tensor | SpeechPiece]) -> _Prompt:
+        """The chat format around the user turn's content, then the response's opening."""
         parts: list[Tensor | SpeechPiece] = []
         if self.chat.bos:
             parts.append(torch.tensor([self.layout.bos_id]))
         parts.append(self._fixed_text(self.chat.user_start))
-        parts.extend(self._inputs(example, name))
+        parts.extend(inputs)
         parts.append(self._fixed_text(self.chat.user_end))
         parts.append(self._fixed_text(self.chat.assistant_start))
         if self.target_modality is not Modality.TEXT:
