@@ -3,7 +3,7 @@
 #   make test   set up, then run lint, type checks, every test and the strict docs build
 # Each target does its own set-up; nothing needs to be installed by hand.
 
-# The local CPU build of torch 2.13.0 is a cp311 wheel, so prefer Python 3.11.
+# The torch 2.14.1 + torchvision 0.29.1 wheels on this kind of machine are cp311: prefer Python 3.11.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python

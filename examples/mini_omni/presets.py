@@ -24,6 +24,10 @@ class Preset:
         sweep_steps: sampling step counts of the sweep.
         pairings: spoken prompts paired with each training image (speech-to-image, spoken
             VQA).
+        curve_every: steps between two points of the per-task loss curves.
+        probe_examples: training examples per task in the loss curves' fixed probe.
+        curve_examples: held-out examples per task at each point of the quality curves.
+        curve_fractions: the points of the quality curves, as fractions of the budget.
     """
 
     hidden_size: int
@@ -37,6 +41,10 @@ class Preset:
     sweep_examples: int
     sweep_steps: tuple[int, ...]
     pairings: int = 2
+    curve_every: int = 100
+    probe_examples: int = 48
+    curve_examples: int = 40
+    curve_fractions: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75, 1.0)
 
     @property
     def diffusion_steps(self) -> int:
@@ -57,6 +65,10 @@ PRESETS: dict[str, Preset] = {
         sweep_examples=4,
         sweep_steps=(2,),
         pairings=1,
+        curve_every=4,
+        probe_examples=4,
+        curve_examples=4,
+        curve_fractions=(0.5, 1.0),
     ),
     "mini": Preset(
         hidden_size=128,

@@ -162,6 +162,9 @@ class Evaluation:
         training: run name -> its training log line.
         sensitivity: task -> model -> the mean KL (nats) of its predictions when the
             prompt's input is swapped for another example's.
+        curves: model -> its learning curves (`curves.Curves`), measured while it trained.
+        guidance: rows of the guidance-strength diagnostic (scale, t2i and s2i quality and
+            NFE).
     """
 
     results: dict[str, dict[str, Any]]
@@ -170,10 +173,13 @@ class Evaluation:
     sweep: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     training: dict[str, dict[str, Any]] = field(default_factory=dict)
     sensitivity: dict[str, dict[str, float]] = field(default_factory=dict)
+    curves: dict[str, Any] = field(default_factory=dict)
+    guidance: list[dict[str, Any]] = field(default_factory=list)
 
 
 def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict[str, Any]:
-    """Write `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/` and `results.json`.
+    """Write `report.md`, `images.png`, `quality_vs_nfe.png`, `training_loss.png`,
+    `quality_vs_steps.png`, `wavs/` and `results.json`.
 
     Args:
         out: the folder.
@@ -245,6 +251,15 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
 
     metrics = {task: rows_[0]["metric"] for task, rows_ in _metric_names(results, sweep).items()}
     save_quality_plot(out / "quality_vs_nfe.png", sweep, metrics)
+    curves = evaluation.curves
+    curve_files = []
+    if curves:
+        from .curves import plot_quality_vs_steps, plot_training_loss
+
+        plot_training_loss(curves, out / "training_loss.png")
+        lower_better = {t for t, r in diffusion.items() if "WER" in r.metric}
+        plot_quality_vs_steps(curves, lower_better, out / "quality_vs_steps.png")
+        curve_files = ["training_loss.png", "quality_vs_steps.png"]
 
     # the tables
     from .stats import interval
@@ -278,6 +293,50 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         [name, v["steps"], f"{v['seconds']:.0f}", v["final loss"]] for name, v in training.items()
     ]
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    curve_rows = [
+        [model, step, *(dict(c.quality[t]).get(step, "-") for t in sorted(c.quality))]
+        for model, c in curves.items()
+        for step in sorted({s for points in c.quality.values() for s, _ in points})
+    ]
+    guidance_rows = [
+        [g["scale"], g["t2i"], f"{g['t2i nfe']:.0f}", g["s2i"], f"{g['s2i nfe']:.0f}"]
+        for g in evaluation.guidance
+    ]
+    guidance_section = (
+        [
+            f"Prompt dropout ({args.prompt_dropout} of the image tasks' training rows) and "
+            "classifier-free guidance strength (a diagnostic: the recipe's scales are fixed in "
+            "advance, speech-to-image at upstream's 2.0, the other tasks at 0), 8 steps, on the "
+            "first held-out examples; the unconditional pass reads the empty prompt that prompt "
+            "dropout trained on. Guidance doubles the forward passes.",
+            markdown_table(["scale", "t2i", "NFE", "s2i", "NFE"], guidance_rows),
+        ]
+        if guidance_rows
+        else []
+    )
+    curve_tasks = sorted({t for c in curves.values() for t in c.quality})
+    curve_seconds = ", ".join(f"{m} {c.seconds:.0f} s" for m, c in curves.items())
+    curve_section = (
+        [
+            "## Learning curves",
+            "Both models measured while they train (the training itself is the same without "
+            "the measurements; their time, included in the training times: "
+            f"{curve_seconds}). Left: each model's loss per task on a fixed probe of "
+            f"{preset.probe_examples} training examples per task, every {preset.curve_every} "
+            "steps (the diffusion model's stage ends dashed; a task's loss before its stage "
+            "is that of an untrained task). The two losses are different quantities "
+            "(masked-token against next-token cross-entropy): compare shapes, not heights.",
+            "![training loss per task](training_loss.png)",
+            f"Held-out quality ({preset.curve_examples} examples per task, 8 sampling steps / "
+            "greedy) against training steps: how much training each model needs for each "
+            "task. `examples/mini_omni/budget.py` trains separate runs at other budgets "
+            "(beyond this run's) for the compute multiple.",
+            markdown_table(["model", "step", *curve_tasks], curve_rows),
+            "![quality against training steps](quality_vs_steps.png)",
+        ]
+        if curves
+        else []
+    )
     sections = [
         "# Mini Omni-Diffusion: results",
         f"Preset `{args.preset}`: {preset.hidden_size}-wide, {preset.num_layers}-layer backbone, "
@@ -315,6 +374,8 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         "token above 0.9 at once), against the baseline's one token per forward pass.",
         markdown_table(["task", "model", "decoding", "NFE", "quality"], sweep_rows),
         "![quality against NFE](quality_vs_nfe.png)",
+        *guidance_section,
+        *curve_section,
         "## Images",
         "Rows: a real held-out digit of each class; the diffusion model's text-to-image and "
         "speech-to-image samples; the baseline's text-to-image; zero-shot inpainting (the "
@@ -361,7 +422,9 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         "agreement": agreement,
         "sensitivity": evaluation.sensitivity,
         "sweep": sweep,
-        "files": ["report.md", "images.png", "quality_vs_nfe.png"]
+        "guidance": evaluation.guidance,
+        "curves": {model: c.as_dict() for model, c in curves.items()},
+        "files": ["report.md", "images.png", "quality_vs_nfe.png", *curve_files]
         + [f"wavs/{p.name}" for p in wavs],
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -44,6 +44,7 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,9 @@ import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from tqdm.auto import tqdm
 
-from mini_omni.autoregressive import AutoregressiveModule, greedy_decode
+from mini_omni.autoregressive import AutoregressiveModule, greedy_decode, next_token_loss
 from mini_omni.corpus import Corpus, load_or_build_corpus
+from mini_omni.curves import Curves, LearningCurves
 from mini_omni.evaluation import (
     Example,
     GenerateFn,
@@ -80,12 +82,26 @@ from mini_omni.tasks import (
 )
 from mini_omni.tokenizing import Tokenizers, build_tokenizers
 from omni_blocks.backbones import NativeTransformer
-from omni_blocks.data import OmniDataModule, TaskMixture, TaskTemplate, TemplateDataset
+from omni_blocks.data import (
+    OmniDataModule,
+    PromptDropout,
+    SequenceCollator,
+    TaskBatch,
+    TaskMixture,
+    TaskTemplate,
+    TemplateDataset,
+)
 from omni_blocks.generation import generate
 from omni_blocks.masking import PerTokenTimeMasking
 from omni_blocks.module import OmniDiffusionModule
 from omni_blocks.optim import AdamWConfig, WarmupCosine
-from omni_blocks.sampling import Sampler, fast_dllm_sampler, omni_diffusion_sampler
+from omni_blocks.sampling import (
+    MaskedDiffusionSampler,
+    PromptSwapGuidance,
+    Sampler,
+    fast_dllm_sampler,
+    omni_diffusion_sampler,
+)
 from omni_blocks.schedules import AntitheticTime, LinearSchedule
 from omni_blocks.speech import Projector, SpeechEncoder
 
@@ -125,7 +141,20 @@ STAGES = (
         lr_scale=0.75,
     ),
 )
-SWEEP_TASKS = ("t2i", "caption", "asr", "tts")
+SWEEP_TASKS = ("t2i", "s2i", "caption", "asr", "tts")
+#: Tasks both models do (inpainting is the diffusion model's alone).
+SHARED_TASKS = tuple(t for t in TASKS if t != "inpainting")
+#: With `--prompt-dropout P` (off by default): classifier-free guidance at sampling, task ->
+#: scale (Omni-Diffusion's `cfg` for speech-to-image in `tools/inference.py`; its other
+#: tasks use none), fixed in advance, not tuned on held-out data; the report then sweeps
+#: other scales as a diagnostic. Without dropout the unconditional prompt was never trained
+#: on, and the recipe does not guide.
+GUIDANCE = {"s2i": 2.0}
+#: The tasks whose training rows `--prompt-dropout` drops (an empty user turn instead of
+#: the prompt), so that guidance subtracts a trained unconditional model (upstream trains
+#: none). The two image tasks share one unconditional prompt.
+DROPOUT_TASKS = ("t2i", "s2i")
+GUIDANCE_SWEEP = (0.0, 1.0, 2.0, 4.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -149,6 +178,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run seeds seed..seed+N-1, each in OUT/seed_K, and write their mean and spread "
         "to OUT/seeds.md and OUT/seeds.json",
     )
+    parser.add_argument(
+        "--prompt-dropout",
+        type=float,
+        default=0.0,
+        help="drop the prompts of this share of the diffusion model's image-task rows in "
+        "training and guide speech-to-image at upstream's scale 2.0 (a lever, off by default)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
 
@@ -170,6 +206,11 @@ class Run:
     @property
     def seed(self) -> int:
         return int(self.args.seed)
+
+    @property
+    def guided(self) -> bool:
+        """Prompt dropout in training and guidance at sampling (`--prompt-dropout`)."""
+        return float(getattr(self.args, "prompt_dropout", 0.0)) > 0
 
     def lap(self, name: str, since: float) -> float:
         """Record the seconds since `since` under `name`, print them, return now."""
@@ -257,22 +298,37 @@ def prepare_data(run: Run) -> Data:
 # ---------------------------------------------------------------------- 4-5. training
 
 
+# Upstream appends U{1..16} pad targets to every response and aligns rows with padding that
+# is neither attended nor a target; our responses are 1 to 16 tokens.
+TAIL_PAD = {"extra_tail_pad": (1, 8), "pad_targets": False}
+
+
 def fit(
-    run: Run, data: Data, model: L.LightningModule, mixture: dict[str, float], steps: int
+    run: Run,
+    data: Data,
+    model: L.LightningModule,
+    mixture: dict[str, float],
+    steps: int,
+    callbacks: list[L.Callback] | None = None,
+    prompt_dropout: tuple[tuple[str, ...], float] | None = None,
 ) -> dict[str, Any]:
-    """Train `model` for `steps` optimiser steps on a task mixture; returns a log line."""
+    """Train `model` for `steps` optimiser steps on a task mixture; returns a log line.
+    `prompt_dropout`: (tasks, rate) whose rows lose their prompt (see `PROMPT_DROPOUT`)."""
     preset = run.preset
     datasets = {t: TemplateDataset(data.tasks.train[t], data.templates[t]) for t in mixture}
     train = TaskMixture(datasets, mixture, num_samples=steps * preset.batch_size, seed=run.seed)
+    dropout = None
+    if prompt_dropout is not None:
+        tasks, rate = prompt_dropout
+        guided = {t: data.templates[t] for t in tasks if t in mixture}
+        dropout = PromptDropout.from_templates(guided, rate) if guided else None
     datamodule = OmniDataModule(
         data.tokenizers.layout,
         train,
         batch_size=preset.batch_size,
         seed=run.seed,
-        # Upstream appends U{1..16} pad targets to every response and aligns rows with
-        # padding that is neither attended nor a target; our responses are 1 to 16 tokens.
-        extra_tail_pad=(1, 8),
-        pad_targets=False,
+        prompt_dropout=dropout,
+        **TAIL_PAD,  # type: ignore[arg-type]
     )
     trainer = L.Trainer(
         accelerator="cpu",
@@ -283,7 +339,7 @@ def fit(
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=run.progress,
-        callbacks=[TQDMProgressBar()] if run.progress else [],
+        callbacks=([TQDMProgressBar()] if run.progress else []) + list(callbacks or []),
         num_sanity_val_steps=0,
     )
     start = time.time()
@@ -296,10 +352,82 @@ def fit(
     }
 
 
-def sampler(num_steps: int) -> Sampler:
+def sampler(num_steps: int) -> MaskedDiffusionSampler:
     """Omni-Diffusion's sampler, restricted to each task's modality and never writing [MASK]
     (upstream restricts neither; these small models would otherwise write stray ids)."""
     return omni_diffusion_sampler(num_steps, restrict_to_modality=True, ban_mask=True)
+
+
+def task_samplers(data: Data, num_steps: int, guide: bool = False) -> dict[str, Sampler]:
+    """The sampler of each task with `num_steps` steps: `sampler`, and with `guide`
+    classifier-free guidance on the tasks of `GUIDANCE`. The unconditional pass reads the
+    template's unconditional prompt right before the response, as prompt dropout trained it
+    (two forward passes per step)."""
+    base = sampler(num_steps)
+    scales = GUIDANCE if guide else {}
+    return {task: guided(base, data, task, scales.get(task, 0.0)) for task in TASKS}
+
+
+def guided(base: MaskedDiffusionSampler, data: Data, task: str, scale: float) -> Sampler:
+    """`base` with classifier-free guidance at `scale` on `task` (none at 0)."""
+    if scale <= 0:
+        return base
+    ids = data.templates[task].unconditional_prompt().tolist()
+    return replace(base, guidance=PromptSwapGuidance(scale, ids, align_response=True))
+
+
+def probe_batches(run: Run, data: Data) -> dict[str, TaskBatch]:
+    """A fixed batch of training examples per task (the learning curves' loss probe), padded
+    as in training."""
+    collate = SequenceCollator(data.tokenizers.layout, seed=run.seed, **TAIL_PAD)  # type: ignore[arg-type]
+    out = {}
+    for task in SHARED_TASKS:
+        examples = balanced_subset(data.tasks.train[task], run.preset.probe_examples)
+        out[task] = collate(list(TemplateDataset(examples, data.templates[task])))
+    return out
+
+
+def curve_callback(
+    run: Run, data: Data, curves: Curves, model: str, offset: int = 0
+) -> LearningCurves:
+    """The learning-curve callback of one model (`"diffusion"` or `"autoregressive"`) for a
+    stage starting `offset` steps into its training: probe losses every `curve_every` steps,
+    held-out quality on `curve_examples` per task at the preset's fractions of the budget."""
+    test = test_sets(run, data, run.preset.curve_examples)
+    seed, guide = run.seed, run.guided
+
+    def diffusion_loss(module: L.LightningModule, batch: TaskBatch) -> float:
+        assert isinstance(module, OmniDiffusionModule)
+        return float(module.step(batch, torch.Generator().manual_seed(seed)).loss)
+
+    def causal_loss(module: L.LightningModule, batch: TaskBatch) -> float:
+        ids, attention = batch["input_ids"], batch["attention_mask"]
+        logits = module.backbone(ids, attention)  # type: ignore[operator]
+        return float(next_token_loss(logits, ids, batch["target_mask"]))
+
+    def quality(module: L.LightningModule) -> dict[str, float]:
+        generate_fn = (
+            diffusion_generate(module, task_samplers(data, 8, guide), seed)  # type: ignore[arg-type]
+            if model == "diffusion"
+            else autoregressive_generate(module)  # type: ignore[arg-type]
+        )
+        out = {}
+        for task in SHARED_TASKS:
+            length = data.tasks.target_lengths[task]
+            generation = generate_fn(task, data.templates[task], test[task], length)
+            out[task] = data.score(task, test[task], generation).value
+        return out
+
+    budget = run.preset.ar_steps
+    return LearningCurves(
+        curves,
+        probe_batches(run, data),
+        diffusion_loss if model == "diffusion" else causal_loss,
+        quality,
+        offset=offset,
+        loss_every=run.preset.curve_every,
+        quality_at=tuple(round(f * budget) for f in run.preset.curve_fractions),
+    )
 
 
 OPTIMIZER = AdamWConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
@@ -307,17 +435,22 @@ LR_SCHEDULE = WarmupCosine(warmup_steps=50, min_lr_ratio=0.1)
 
 
 def train_diffusion(
-    run: Run, data: Data, speech: tuple[SpeechEncoder, Projector] | None = None
+    run: Run,
+    data: Data,
+    speech: tuple[SpeechEncoder, Projector] | None = None,
+    curves: Curves | None = None,
 ) -> tuple[OmniDiffusionModule, dict[str, Any]]:
     """The diffusion model, in the paper's three stages: each stage is a new module on the
     previous stage's backbone (and speech encoder and projector, when the model hears speech
     as features), with a fresh optimiser and learning-rate schedule (as separate runs
-    would have)."""
+    would have). `curves`: record its learning curves there."""
     t = time.time()
+    torch.manual_seed(run.seed)  # the initial weights depend on the seed alone
     net = backbone(data.tokenizers, run.preset)
     encoder, projector = speech if speech is not None else (None, None)
     training: dict[str, Any] = {}
     module: OmniDiffusionModule | None = None
+    done = 0
     for stage, steps in zip(STAGES, run.preset.stage_steps, strict=True):
         print(f"stage {stage.name}: {sorted(stage.mixture)}", flush=True)
         module = OmniDiffusionModule(
@@ -337,20 +470,30 @@ def train_diffusion(
             speech_encoder=encoder,
             speech_projector=projector,
         )
-        training[f"diffusion, stage {stage.name}"] = fit(run, data, module, stage.mixture, steps)
+        callbacks = [] if curves is None else [curve_callback(run, data, curves, "diffusion", done)]
+        dropout = (DROPOUT_TASKS, run.args.prompt_dropout) if run.guided else None
+        log = fit(run, data, module, stage.mixture, steps, callbacks, dropout)
+        training[f"diffusion, stage {stage.name}"] = log
+        done += steps
     run.lap("diffusion training", t)
     assert module is not None
     return module, training
 
 
-def train_baseline(run: Run, data: Data) -> tuple[AutoregressiveModule, dict[str, Any]]:
-    """The same backbone with causal attention, trained on the final stage's mixture."""
+def train_baseline(
+    run: Run, data: Data, curves: Curves | None = None
+) -> tuple[AutoregressiveModule, dict[str, Any]]:
+    """The same backbone with causal attention, trained on the final stage's mixture.
+    `curves`: record its learning curves there."""
     t = time.time()
     optimizer = replace(OPTIMIZER, lr=run.preset.lr)
+    # the initial weights depend on the seed alone, not on what ran before
+    torch.manual_seed(run.seed)
     ar = AutoregressiveModule(
         backbone(data.tokenizers, run.preset, causal=True), optimizer, LR_SCHEDULE
     )
-    log = fit(run, data, ar, STAGES[-1].mixture, run.preset.ar_steps)
+    callbacks = [] if curves is None else [curve_callback(run, data, curves, "autoregressive")]
+    log = fit(run, data, ar, STAGES[-1].mixture, run.preset.ar_steps, callbacks)
     run.lap("autoregressive training", t)
     return ar, {"autoregressive, final mixture": log}
 
@@ -358,9 +501,11 @@ def train_baseline(run: Run, data: Data) -> tuple[AutoregressiveModule, dict[str
 # ---------------------------------------------------------------------- 6-7. evaluation
 
 
-def diffusion_generate(module: OmniDiffusionModule, sampler: Sampler, seed: int) -> GenerateFn:
-    """A `GenerateFn` for the diffusion model with `sampler` (speech heard as features goes
-    through the module's encoder)."""
+def diffusion_generate(
+    module: OmniDiffusionModule, sampler: Sampler | Mapping[str, Sampler], seed: int
+) -> GenerateFn:
+    """A `GenerateFn` for the diffusion model with `sampler`, or a sampler per task (speech
+    heard as features goes through the module's encoder)."""
 
     def run_one(
         task: str, template: TaskTemplate, examples: list[Example], length: int
@@ -368,7 +513,7 @@ def diffusion_generate(module: OmniDiffusionModule, sampler: Sampler, seed: int)
         out = generate(
             module.backbone,
             module.layout,
-            sampler,
+            sampler[task] if isinstance(sampler, Mapping) else sampler,
             template,
             examples,
             length,
@@ -402,15 +547,21 @@ def autoregressive_generate(model: AutoregressiveModule) -> GenerateFn:
     return run_one
 
 
+def test_sets(run: Run, data: Data, n: int | None = None) -> dict[str, list[Example]]:
+    """The held-out examples of every task (`n` per task, the preset's by default): digits
+    round-robin, text-to-image written as the spoken prompts of speech-to-image."""
+    n = run.preset.eval_examples if n is None else n
+    test = {task: balanced_subset(data.tasks.test[task], n) for task in TASKS}
+    # Paired text / spoken prompts: the same digits, in the same order, for the agreement.
+    test["t2i"] = [{**e, "caption": _draw(e)} for e in test["s2i"]]
+    return test
+
+
 def evaluate(run: Run, data: Data, models: dict[str, GenerateFn]) -> Evaluation:
     """Every task on held-out data, inpainting's baselines, and the t2i / s2i agreement."""
     t = time.time()
     torch.manual_seed(run.seed)
-    test = {
-        task: balanced_subset(data.tasks.test[task], run.preset.eval_examples) for task in TASKS
-    }
-    # Paired text / spoken prompts: the same digits, in the same order, for the agreement.
-    test["t2i"] = [{**e, "caption": _draw(e)} for e in test["s2i"]]
+    test = test_sets(run, data)
     results: dict[str, dict[str, TaskResult]] = {name: {} for name in models}
     lengths = data.tasks.target_lengths
     # known tokens after unknown ones: inpainting is not a left-to-right task
@@ -491,11 +642,13 @@ def sweep_steps(
     threshold, and the baseline's greedy decoding (into `evaluation.sweep`)."""
     t = time.time()
     settings: list[tuple[str, GenerateFn]] = [
-        (f"{n} steps", diffusion_generate(module, sampler(n), run.seed))
+        (f"{n} steps", diffusion_generate(module, task_samplers(data, n, run.guided), run.seed))
         for n in run.preset.sweep_steps
     ]
     threshold = fast_dllm_sampler(0.9, block_length=None)
-    settings.append(("threshold 0.9", diffusion_generate(module, threshold, run.seed)))
+    scales = GUIDANCE if run.guided else {}
+    per_task = {t: guided(threshold, data, t, scales.get(t, 0.0)) for t in TASKS}
+    settings.append(("threshold 0.9", diffusion_generate(module, per_task, run.seed)))
     settings.append(("greedy", models["autoregressive"]))
     runs = [(task, setting) for task in SWEEP_TASKS for setting in settings]
     evaluation.sweep = {task: [] for task in SWEEP_TASKS}
@@ -507,6 +660,19 @@ def sweep_steps(
         evaluation.sweep[task].append(
             {"model": model_name, "setting": setting, "nfe": r.nfe, "value": r.value}
         )
+    # Guidance strength, a diagnostic (the recipe's scales are fixed in `GUIDANCE`): the
+    # image tasks at 8 steps, with the paired written and spoken prompts.
+    evaluation.guidance = []
+    sweep = GUIDANCE_SWEEP if run.guided else ()
+    for scale in tqdm(sweep, desc="guidance", disable=not run.progress):
+        row: dict[str, Any] = {"scale": scale}
+        for task in ("t2i", "s2i"):
+            examples = evaluation.test[task][: run.preset.sweep_examples]
+            fn = diffusion_generate(module, guided(sampler(8), data, task, scale), run.seed)
+            length = data.tasks.target_lengths[task]
+            result = data.score(task, examples, fn(task, data.templates[task], examples, length))
+            row[task], row[f"{task} nfe"] = result.value, result.nfe
+        evaluation.guidance.append(row)
     run.lap("sampling sweep", t)
 
 
@@ -571,17 +737,19 @@ def run_one_seed(args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
 
     data = prepare_data(run)
-    module, training = train_diffusion(run, data)
-    ar, baseline = train_baseline(run, data)
+    curves = {"diffusion": Curves(), "autoregressive": Curves()}
+    module, training = train_diffusion(run, data, curves=curves["diffusion"])
+    ar, baseline = train_baseline(run, data, curves=curves["autoregressive"])
     training.update(baseline)
     models = {
-        "diffusion": diffusion_generate(module, sampler(8), run.seed),
+        "diffusion": diffusion_generate(module, task_samplers(data, 8, run.guided), run.seed),
         "autoregressive": autoregressive_generate(ar),
     }
     evaluation = evaluate(run, data, models)
     evaluation.sensitivity = prompt_sensitivity(run, data, module, ar)
     sweep_steps(run, data, evaluation, models, module)
     evaluation.training = training
+    evaluation.curves = curves
 
     t = time.time()
     report = write_report(args.out, run, data, evaluation)

@@ -38,7 +38,7 @@ from mini_omni.run import (
     diffusion_generate,
     parse_args,
     prepare_data,
-    sampler,
+    task_samplers,
     train_diffusion,
 )
 from mini_omni.stats import interval
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     width = run.preset.hidden_size
     encoder = ConvSpeechEncoder(feature_size=40, output_size=width, stride=STRIDE, num_layers=2)
     module, training = train_diffusion(run, data, (encoder, LinearProjector(width, width)))
-    generate = diffusion_generate(module, sampler(8), run.seed)
+    generate = diffusion_generate(module, task_samplers(data, 8, run.guided), run.seed)
     rows, out = [], {"preset": args.preset, "seed": run.seed, "training": training, "tasks": {}}
     for task in HEARD:
         examples = balanced_subset(data.tasks.test[task], run.preset.eval_examples)

@@ -161,6 +161,20 @@ def test_tiny_run_produces_every_output_and_metric(tmp_path: Path) -> None:
     assert set(saved["sensitivity"]) == set(TASKS) - {"inpainting"}
     for task, kl in saved["sensitivity"].items():
         assert kl["diffusion"] >= 0 and kl["autoregressive"] >= 0, task
+    # learning curves of both models: losses every 4 steps from 0 to 12 (across the diffusion
+    # model's three 4-step stages), quality at half and all of the 12-step budget
+    shared = set(TASKS) - {"inpainting"}
+    for model in ("diffusion", "autoregressive"):
+        curves = saved["curves"][model]
+        assert set(curves["loss"]) == set(curves["quality"]) == shared, model
+        for task, points in curves["loss"].items():
+            assert [step for step, _ in points] == [0, 4, 8, 12], (model, task)
+            assert all(math.isfinite(v) and v > 0 for _, v in points), (model, task)
+        for task, points in curves["quality"].items():
+            assert [step for step, _ in points] == [6, 12], (model, task)
+    assert saved["curves"]["diffusion"]["stage_ends"] == [4, 8, 12]
+    assert "## Learning curves" in text
+    assert (out / "training_loss.png").stat().st_size > 10_000
 
     # the same run hearing speech through an encoder, compared with the codes' results
     from mini_omni.speech_input import HEARD
@@ -178,15 +192,85 @@ def test_tiny_run_produces_every_output_and_metric(tmp_path: Path) -> None:
     assert "| asr |" in (tmp_path / "heard" / "speech_input.md").read_text()
 
 
-def test_budget_scores_the_baseline_at_fractions_of_its_steps(tmp_path: Path) -> None:
+def test_budget_scores_both_models_at_several_budgets(tmp_path: Path) -> None:
     from mini_omni.budget import main as budget
+    from mini_omni.run import SHARED_TASKS
 
     out = budget(
-        ["--steps", "2", "4", "--preset", "tiny", "--workdir", str(tmp_path / "work"),
-         "--out", str(tmp_path / "budget"), "--threads", "1", "--no-progress"]
+        ["--baseline-steps", "2", "12", "--diffusion-multiples", "1", "2", "--preset", "tiny",
+         "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "budget"),
+         "--threads", "1", "--no-progress"]
     )  # fmt: skip
-    assert out["full"] == 12 and {"2", "4"} <= set(out)
-    for steps in ("2", "4"):
-        for task, ci in out[steps].items():
-            assert ci["low"] <= ci["mean"] + 1e-9 <= ci["high"] + 2e-9, (steps, task)
-    assert "| 2 (0.17x) |" in (tmp_path / "budget" / "budget.md").read_text()
+    assert [p["steps"] for p in out["autoregressive"]] == [2, 12]
+    assert [p["steps"] for p in out["diffusion"]] == [12, 24]  # tiny: 4 + 4 + 4 per stage
+    for model in ("autoregressive", "diffusion"):
+        for point in out[model]:
+            assert set(point["scores"]) == set(SHARED_TASKS)
+            for task, ci in point["scores"].items():
+                assert ci["low"] <= ci["mean"] + 1e-9 <= ci["high"] + 2e-9, (model, task)
+    assert set(out["parity"]) == set(SHARED_TASKS)
+    assert all("x" in verdict for verdict in out["parity"].values())
+    text = (tmp_path / "budget" / "budget.md").read_text()
+    assert "| autoregressive | 2 (0.166667x) |" in text
+    assert "| diffusion | 24 (2x) |" in text
+    assert (tmp_path / "budget" / "budget.png").stat().st_size > 10_000
+
+
+def test_parity_verdict_reads_the_curves() -> None:
+    from mini_omni.budget import crossing
+
+    def point(steps: int, caption: float, asr: float) -> dict:
+        ci = lambda v: {"mean": v, "low": v, "high": v, "n": 10}
+        return {"steps": steps, "scores": {"caption": ci(caption), "asr": ci(asr)}}
+
+    points = {
+        "autoregressive": [point(100, 0.5, 0.3), point(200, 0.9, 0.1)],
+        "diffusion": [point(200, 0.6, 0.2), point(400, 0.92, 0.15), point(800, 0.95, 0.12)],
+    }
+    assert crossing(points, "caption") == "2x"  # 400 steps reach 0.9
+    assert crossing(points, "asr") == "> 4x (gap +0.020)"  # WER: lower is better, never 0.1
+
+
+def test_learning_curves_leave_the_training_unchanged(tmp_path: Path) -> None:
+    """Measuring while training neither draws from torch's generator nor changes a weight."""
+    from mini_omni.curves import Curves
+    from mini_omni.presets import PRESETS
+    from mini_omni.run import Run, parse_args, prepare_data, train_baseline, train_diffusion
+
+    args = parse_args(["--preset", "tiny", "--workdir", str(tmp_path), "--no-progress",
+                       "--threads", "1"])  # fmt: skip
+    torch.set_num_threads(1)
+    data = prepare_data(Run(args=args, preset=PRESETS["tiny"]))
+    weights = []
+    for curves in (None, Curves()):
+        torch.manual_seed(0)
+        run = Run(args=args, preset=PRESETS["tiny"])
+        module, _ = train_diffusion(run, data, curves=curves)
+        ar, _ = train_baseline(run, data, curves=curves)
+        weights.append([p.detach().clone() for p in [*module.parameters(), *ar.parameters()]])
+        if curves is not None:
+            assert curves.loss and curves.quality
+    for a, b in zip(weights[0], weights[1], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_prompt_dropout_run_guides_speech_to_image(tmp_path: Path) -> None:
+    """`--prompt-dropout`: the image tasks train with dropped prompts, speech-to-image is
+    sampled with guidance (two forward passes a step), and the report sweeps the scale."""
+    from mini_omni.run import GUIDANCE_SWEEP, main
+
+    out = tmp_path / "out"
+    report = main(
+        ["--preset", "tiny", "--workdir", str(tmp_path / "work"), "--out", str(out),
+         "--threads", "1", "--no-progress", "--prompt-dropout", "0.5"]
+    )  # fmt: skip
+    diffusion = report["results"]["diffusion"]
+    assert diffusion["s2i"]["nfe"] == 2 * diffusion["t2i"]["nfe"]  # guided: two passes a step
+    rows = report["guidance"]
+    assert [row["scale"] for row in rows] == list(GUIDANCE_SWEEP)
+    for row in rows:
+        passes = 1 if row["scale"] == 0 else 2
+        assert row["s2i nfe"] == passes * rows[0]["s2i nfe"], row
+    assert (
+        "Prompt dropout (0.5 of the image tasks' training rows)" in (out / "report.md").read_text()
+    )
