@@ -298,6 +298,7 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         for model, c in curves.items()
         for step in sorted({s for points in c.quality.values() for s, _ in points})
     ]
+    verdict_rows = verdict(results, agreement)
     guidance_rows = [
         [g["scale"], g["t2i"], f"{g['t2i nfe']:.0f}", g["s2i"], f"{g['s2i nfe']:.0f}"]
         for g in evaluation.guidance
@@ -355,6 +356,11 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
         markdown_table(
             ["task", "metric", "diffusion", "NFE", "autoregressive", "NFE", "n"], main_rows
         ),
+        "Issue 21's goals, one per row: *gap* is diffusion minus the baseline on the same "
+        "examples, with a 95% paired bootstrap interval (for WER, lower is better: a gap "
+        "above 0 is worse). *met*: yes when the goal holds on the means; 'not shown' when "
+        "the means meet it but the interval does not exclude failing.",
+        markdown_table(["goal", "diffusion", "target", "gap [95%]", "met"], verdict_rows),
         "Is the image drawn from a spoken prompt the one drawn from the same text prompt? "
         "(Paired prompts: 'draw a seven' written and spoken in a held-out voice.)",
         markdown_table(["model", "judged the same digit", "identical image codes"], agreement_rows),
@@ -420,6 +426,10 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
             for model, by_task in results.items()
         },
         "agreement": agreement,
+        "verdict": [
+            dict(zip(["goal", "diffusion", "target", "gap", "met"], row, strict=True))
+            for row in verdict_rows
+        ],
         "sensitivity": evaluation.sensitivity,
         "sweep": sweep,
         "guidance": evaluation.guidance,
@@ -429,6 +439,44 @@ def write_report(out: Path, run: Any, data: Any, evaluation: Evaluation) -> dict
     }
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def verdict(
+    results: dict[str, dict[str, Any]], agreement: dict[str, dict[str, float]]
+) -> list[list[Any]]:
+    """Issue 21's goals, each with the diffusion figure, its target, the gap and whether it
+    is met: parity with the baseline per task (paired bootstrap), forward passes on image
+    and speech generation, speech-to-image against text-to-image, prompt agreement, and
+    zero-shot inpainting."""
+    from .stats import paired_difference
+
+    diffusion, autoregressive = results["diffusion"], results["autoregressive"]
+    rows: list[list[Any]] = []
+    for task, a in autoregressive.items():
+        d = diffusion[task]
+        gap = paired_difference(d, a)
+        lower_better = bool(d.weights)  # WER
+        sign = -1.0 if lower_better else 1.0
+        met = sign * gap.mean >= 0
+        sure = sign * (gap.high if lower_better else gap.low) >= 0
+        verdict_ = ("yes" if sure else "not shown") if met else "no"
+        rows.append([f"{task}: at least the baseline" + (" (WER)" if lower_better else ""),
+                     f"{d.value:.3f}", f"{a.value:.3f}", str(gap), verdict_])  # fmt: skip
+    for task in ("t2i", "s2i", "tts"):
+        d, a = diffusion[task], autoregressive[task]
+        rows.append([f"{task}: no more forward passes than the baseline", f"{d.nfe:.1f}",
+                     f"{a.nfe:.1f}", "-", "yes" if d.nfe <= a.nfe else "no"])  # fmt: skip
+    gap_s2i = diffusion["s2i"].value - diffusion["t2i"].value
+    rows.append(["s2i within 0.05 of t2i", f"{diffusion['s2i'].value:.3f}",
+                 f">= {diffusion['t2i'].value - 0.05:.3f}", f"{gap_s2i:+.3f}",
+                 "yes" if gap_s2i >= -0.05 else "no"])  # fmt: skip
+    same = agreement["diffusion"]["same digit"]
+    rows.append(["same digit for paired written / spoken prompts", f"{same:.3f}", ">= 0.8",
+                 f"{same - 0.8:+.3f}", "yes" if same >= 0.8 else "no"])  # fmt: skip
+    inpaint = diffusion["inpainting"].value
+    rows.append(["zero-shot inpainting", f"{inpaint:.3f}", ">= 0.85", f"{inpaint - 0.85:+.3f}",
+                 "yes" if inpaint >= 0.85 else "no"])  # fmt: skip
+    return rows
 
 
 def _metric_names(

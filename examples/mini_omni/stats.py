@@ -47,3 +47,20 @@ def interval(result: TaskResult, *, seed: int = 0) -> CI:
         return CI(result.value, float(low), float(high), len(errors))
     ci = bootstrap_interval(result.scores, seed=seed)
     return CI(result.value, ci.low, ci.high, ci.n)
+
+
+def paired_difference(a: TaskResult, b: TaskResult, *, seed: int = 0) -> CI:
+    """`a - b` on the same examples, with a 95% paired bootstrap interval (percentile, 2,000
+    resamples of the examples, both models resampled together; WER: the difference of the
+    two ratios)."""
+    if len(a.scores) != len(b.scores) or not a.scores:
+        raise ValueError(f"{a.task}: the two results are not on the same examples")
+    sa, sb = np.asarray(a.scores, dtype=float), np.asarray(b.scores, dtype=float)
+    picks = np.random.default_rng(seed).integers(0, len(sa), size=(2_000, len(sa)))
+    if a.weights:  # ratios: errors over words, of the same references
+        words = np.maximum(np.asarray(a.weights, dtype=float)[picks].sum(1), 1.0)
+        diffs = (sa[picks].sum(1) - sb[picks].sum(1)) / words
+    else:
+        diffs = sa[picks].mean(1) - sb[picks].mean(1)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return CI(a.value - b.value, float(low), float(high), len(sa))

@@ -173,6 +173,9 @@ def test_tiny_run_produces_every_output_and_metric(tmp_path: Path) -> None:
         for task, points in curves["quality"].items():
             assert [step for step, _ in points] == [6, 12], (model, task)
     assert saved["curves"]["diffusion"]["stage_ends"] == [4, 8, 12]
+    # the verdict: parity per shared task, forward passes on t2i / s2i / TTS, and three goals
+    assert len(saved["verdict"]) == len(shared) + 3 + 3
+    assert {row["met"] for row in saved["verdict"]} <= {"yes", "no", "not shown"}
     assert "## Learning curves" in text
     assert (out / "training_loss.png").stat().st_size > 10_000
 
@@ -274,3 +277,22 @@ def test_prompt_dropout_run_guides_speech_to_image(tmp_path: Path) -> None:
     assert (
         "Prompt dropout (0.5 of the image tasks' training rows)" in (out / "report.md").read_text()
     )
+
+
+def test_paired_difference_resamples_both_models_together() -> None:
+    from mini_omni.evaluation import TaskResult
+    from mini_omni.stats import paired_difference
+
+    def result(scores: list[float], weights: list[float] | None = None) -> TaskResult:
+        value = sum(scores) / (sum(weights) if weights else len(scores))
+        return TaskResult("t", "m", value, len(scores), 1.0, 0.0, scores=scores,
+                          weights=weights or [])  # fmt: skip
+
+    same = paired_difference(result([1, 0, 1, 1]), result([1, 0, 1, 1]))
+    assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)  # paired: no spread at all
+    worse = paired_difference(result([0] * 50 + [1] * 50), result([1] * 100))
+    assert worse.mean == -0.5 and worse.high < 0
+    wer = paired_difference(result([2, 1], [4, 4]), result([1, 1], [4, 4]))
+    assert wer.mean == 0.125 and wer.low >= 0.0
+    with pytest.raises(ValueError, match="same examples"):
+        paired_difference(result([1, 0]), result([1]))
