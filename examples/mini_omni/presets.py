@@ -1,4 +1,4 @@
-"""Sizes of a run: `tiny` (the test, about a minute), `mini` (the default, <= 10 minutes on two
+"""Sizes of a run: `tiny` (the test, about a minute), `mini` (the default, <= 12 minutes on two
 CPU cores) and `full-mini` (longer, for better numbers)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The offline miniature of Omni-Diffusion, end to end, on two CPU cores.
 
-    python examples/mini_omni/run.py                      # the default preset, <= 10 minutes
+    python examples/mini_omni/run.py                      # the default preset, <= 12 minutes
     python examples/mini_omni/run.py --preset full-mini   # longer, better numbers
     python examples/mini_omni/run.py --preset tiny        # a smoke run (the test uses it)
     python examples/mini_omni/run.py --seeds 3            # three seeds, mean and spread
@@ -24,8 +24,10 @@ What it does, in order (each phase is a function below; `main` calls them in tur
    agreement between images drawn from a text prompt and from its spoken version, and how
    much each model's predictions move when the prompt is swapped), and a sweep of
    sampling steps against the baseline: quality against forward passes (NFE);
-7. `report.md`, `images.png`, `quality_vs_nfe.png`, `wavs/*.wav` and `results.json` in
-   `--out`.
+   Both models' learning curves (per-task loss on a training probe, held-out quality at
+   fractions of the budget) are measured while they train, without changing the training;
+7. `report.md` (with a verdict per goal of issue 21), `images.png`, `quality_vs_nfe.png`,
+   `training_loss.png`, `quality_vs_steps.png`, `wavs/*.wav` and `results.json` in `--out`.
 """
 
 from __future__ import annotations
