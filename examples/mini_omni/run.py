@@ -46,7 +46,7 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -389,13 +389,15 @@ def probe_batches(run: Run, data: Data) -> dict[str, TaskBatch]:
     return out
 
 
-def curve_callback(
-    run: Run, data: Data, curves: Curves, model: str, offset: int = 0
-) -> LearningCurves:
-    """The learning-curve callback of one model (`"diffusion"` or `"autoregressive"`) for a
-    stage starting `offset` steps into its training: probe losses every `curve_every` steps,
-    held-out quality on `curve_examples` per task at the preset's fractions of the budget."""
+def curve_callbacks(
+    run: Run, data: Data, curves: Curves, model: str
+) -> Callable[[int], LearningCurves]:
+    """The learning-curve callbacks of one model (`"diffusion"` or `"autoregressive"`): for a
+    stage starting `offset` steps into its training, probe losses every `curve_every` steps
+    and held-out quality on `curve_examples` per task at the preset's fractions of the
+    budget. The probe and the held-out examples are built once, for all stages."""
     test = test_sets(run, data, run.preset.curve_examples)
+    probe = probe_batches(run, data)
     seed, guide = run.seed, run.guided
 
     def diffusion_loss(module: L.LightningModule, batch: TaskBatch) -> float:
@@ -421,15 +423,16 @@ def curve_callback(
         return out
 
     budget = run.preset.ar_steps
-    return LearningCurves(
-        curves,
-        probe_batches(run, data),
-        diffusion_loss if model == "diffusion" else causal_loss,
-        quality,
-        offset=offset,
-        loss_every=run.preset.curve_every,
-        quality_at=tuple(round(f * budget) for f in run.preset.curve_fractions),
-    )
+    quality_at = tuple(round(f * budget) for f in run.preset.curve_fractions)
+    loss = diffusion_loss if model == "diffusion" else causal_loss
+
+    def callback(offset: int) -> LearningCurves:
+        return LearningCurves(
+            curves, probe, loss, quality, offset=offset,
+            loss_every=run.preset.curve_every, quality_at=quality_at,
+        )  # fmt: skip
+
+    return callback
 
 
 OPTIMIZER = AdamWConfig(lr=2e-3, betas=(0.9, 0.98), weight_decay=0.01)
@@ -453,6 +456,7 @@ def train_diffusion(
     training: dict[str, Any] = {}
     module: OmniDiffusionModule | None = None
     done = 0
+    callback = None if curves is None else curve_callbacks(run, data, curves, "diffusion")
     for stage, steps in zip(STAGES, run.preset.stage_steps, strict=True):
         print(f"stage {stage.name}: {sorted(stage.mixture)}", flush=True)
         module = OmniDiffusionModule(
@@ -472,7 +476,7 @@ def train_diffusion(
             speech_encoder=encoder,
             speech_projector=projector,
         )
-        callbacks = [] if curves is None else [curve_callback(run, data, curves, "diffusion", done)]
+        callbacks = [] if callback is None else [callback(done)]
         dropout = (DROPOUT_TASKS, run.args.prompt_dropout) if run.guided else None
         log = fit(run, data, module, stage.mixture, steps, callbacks, dropout)
         training[f"diffusion, stage {stage.name}"] = log
@@ -494,7 +498,7 @@ def train_baseline(
     ar = AutoregressiveModule(
         backbone(data.tokenizers, run.preset, causal=True), optimizer, LR_SCHEDULE
     )
-    callbacks = [] if curves is None else [curve_callback(run, data, curves, "autoregressive")]
+    callbacks = [] if curves is None else [curve_callbacks(run, data, curves, "autoregressive")(0)]
     log = fit(run, data, ar, STAGES[-1].mixture, run.preset.ar_steps, callbacks)
     run.lap("autoregressive training", t)
     return ar, {"autoregressive, final mixture": log}

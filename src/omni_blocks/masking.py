@@ -409,6 +409,12 @@ class PerTokenTimeMasking(MaskStrategy):
             return self._all_rows_at_once(ids, target_mask, layout, generator)
         return self._row_by_row(ids, target_mask, layout, generator)
 
+    def _hits(self, times: Tensor, u: Tensor, pad: Tensor) -> Tensor:
+        """Upstream's rule, one place for both paths: a token is masked when its uniform
+        falls under its time (floored at `eps`), a pad under the time x `pad_mask_ratio`."""
+        threshold = (1 - self.eps) * times + self.eps
+        return torch.where(pad, u <= threshold * self.pad_mask_ratio, u <= threshold)
+
     def _row_by_row(
         self,
         ids: TokenIds,
@@ -427,10 +433,7 @@ class PerTokenTimeMasking(MaskStrategy):
             start, end = int(where[0]), int(where[-1]) + 1
             times = _uniform((end - start,), generator, ids.device)
             u = _uniform((end - start,), generator, ids.device)
-            threshold = (1 - self.eps) * times + self.eps
-            pad = ids[row, start:end] == layout.pad_id
-            span = torch.where(pad, u <= threshold * self.pad_mask_ratio, u <= threshold)
-            mask[row, start:end] = span
+            mask[row, start:end] = self._hits(times, u, ids[row, start:end] == layout.pad_id)
         mask &= target_mask
         return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
 
@@ -459,8 +462,5 @@ class PerTokenTimeMasking(MaskStrategy):
         index = (starts[:, None] + 1 + offset).clamp(min=0, max=max(len(draws) - 1, 0))
         times = draws[index]
         u = draws[(index + span[:, None]).clamp(max=max(len(draws) - 1, 0))]
-        threshold = (1 - self.eps) * times + self.eps
-        pad = ids == layout.pad_id
-        hit = torch.where(pad, u <= threshold * self.pad_mask_ratio, u <= threshold)
-        mask = hit & inside & target_mask
+        mask = self._hits(times, u, ids == layout.pad_id) & inside & target_mask
         return Corruption(apply_mask(ids, mask, layout.mask_id), mask)
